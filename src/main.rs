@@ -1,0 +1,62 @@
+//! The `crius` binary: the daemon, the per-container monitor and the built-in client verbs.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "crius", version, about = "A small Kubernetes CRI runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CRI v1 API on a unix socket.
+    Daemon(crius::server::DaemonArgs),
+    /// Supervise one container (started by the daemon; not for interactive use).
+    #[command(hide = true)]
+    Monitor(crius::monitor::MonitorArgs),
+    /// Manage the local image store.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Load an OCI image-layout (or `docker save`) tar archive into the image store.
+    Import {
+        /// The archive; "-" reads standard input.
+        file: PathBuf,
+        /// The daemon's root directory.
+        #[arg(long, default_value = "/var/lib/crius")]
+        root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        // The monitor must stay single-threaded: it runs before any tokio runtime exists.
+        Command::Monitor(args) => ExitCode::from(crius::monitor::run(args)),
+        Command::Daemon(args) => match crius::server::run_daemon(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("crius daemon: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Image { command } => match command {
+            ImageCommand::Import { file, root } => match crius::cli::image_import(&root, &file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("crius image import: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
+    }
+}

@@ -1,0 +1,1 @@
+//! oci (being written)
