@@ -1,0 +1,38 @@
+//! Where a sandbox's files live. Kept in one place so run, stop, remove and recovery agree.
+
+use super::Context;
+use std::path::PathBuf;
+
+impl Context {
+    /// `<root>/sandboxes/<id>`: record, bundle config.json, overlay upper/work and the rootfs
+    /// mount point, resolv.conf, hostname and hosts.
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.sandboxes.sandbox_dir(id)
+    }
+
+    /// `<state>/m/<id>`: the monitor's control socket and exit file. Short on purpose: a unix
+    /// socket path must fit in 108 bytes.
+    pub fn monitor_dir(&self, id: &str) -> PathBuf {
+        self.config.state.join("m").join(id)
+    }
+
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.config.netns_dir().join(id)
+    }
+
+    pub fn runtime_root(&self) -> PathBuf {
+        self.config.runtime_dir()
+    }
+
+    /// The cgroup of the sandbox: kubelet's pod cgroup when given (cgroupfs form), else ours.
+    pub fn sandbox_cgroups_path(&self, cgroup_parent: &str, id: &str) -> String {
+        let parent = cgroup_parent.trim_end_matches('/');
+        if parent.is_empty() {
+            format!("/crius/{id}")
+        } else if parent.starts_with('/') {
+            format!("{parent}/crius-{id}")
+        } else {
+            format!("/{parent}/crius-{id}")
+        }
+    }
+}

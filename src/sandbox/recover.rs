@@ -1,0 +1,45 @@
+//! Start-up recovery: the records on disk are the truth about which pods exist; the monitors
+//! tell which of them still run.
+
+use super::Context;
+use crate::monitor::MonitorClient;
+use crate::store::SandboxState;
+use std::path::PathBuf;
+
+impl Context {
+    /// Reconcile every loaded record with its monitor, and clean directories that a crash left
+    /// without a record (a RunPodSandbox killed before its first write holds nothing else).
+    pub async fn recover_sandboxes(&self, orphans: Vec<PathBuf>) {
+        for dir in orphans {
+            tracing::warn!(path = %dir.display(), "removing sandbox dir without a record");
+            let d = dir.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                crate::snapshot::remove_rootfs(&d)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| std::fs::remove_dir_all(&d).map_err(|e| e.to_string()))
+            })
+            .await;
+            if let Ok(Err(e)) = removed {
+                tracing::error!(path = %dir.display(), error = %e, "cleaning orphan sandbox dir");
+            }
+        }
+        for record in self.sandboxes.list() {
+            let id = record.id.clone();
+            let next = match record.state {
+                // Interrupted RunPodSandbox: left NotReady so Stop/Remove finish the cleanup.
+                SandboxState::Creating => SandboxState::NotReady,
+                SandboxState::NotReady => continue,
+                SandboxState::Ready => {
+                    match MonitorClient::new(&self.monitor_dir(&id)).state().await {
+                        Ok(state) if !state.is_exited() => continue,
+                        _ => SandboxState::NotReady,
+                    }
+                }
+            };
+            tracing::info!(sandbox = %id, from = ?record.state, to = ?next, "recovered sandbox");
+            if let Err(e) = self.sandboxes.update(&id, |r| r.state = next) {
+                tracing::error!(sandbox = %id, error = %e, "updating recovered sandbox");
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! RunPodSandbox: the seed's steps in order, each paired with its undo.
+//!
+//! reserve name + save record (Creating) → sandbox image → overlay rootfs → resolv.conf/hostname/
+//! hosts → OCI spec → bundle → monitor creates the container → pin netns from the init PID →
+//! loopback up → CNI ADD → start → record Ready.
+
+use super::Context;
+use super::rollback::{Rollback, Undo};
+use crate::error::{CriError, CriResult};
+use crate::image::ImageRecord;
+use crate::monitor::{MonitorClient, MonitorConfig};
+use crate::network::PodNetwork;
+use crate::oci::spec::SandboxSpecInput;
+use crate::store::sandbox::{RECORD_VERSION, sandbox_name};
+use crate::store::{SandboxRecord, SandboxState, StoreError};
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The default hosts file of a pod with its own network namespace.
+const POD_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n";
+
+fn validate(config: &PodSandboxConfig) -> CriResult<()> {
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| CriError::InvalidArgument("sandbox config has no metadata".into()))?;
+    for (field, value) in [
+        ("name", &meta.name),
+        ("namespace", &meta.namespace),
+        ("uid", &meta.uid),
+    ] {
+        if value.is_empty() {
+            return Err(CriError::InvalidArgument(format!(
+                "sandbox metadata.{field} must not be empty"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn is_host_network(config: &PodSandboxConfig) -> bool {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .map(|n| n.network == NamespaceMode::Node as i32)
+        .unwrap_or(false)
+}
+
+impl Context {
+    /// Entry point: the body runs in its own task so it always finishes or rolls back, even if
+    /// kubelet cancels the call.
+    pub async fn run_pod_sandbox(
+        self: &Arc<Self>,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> CriResult<String> {
+        validate(&config)?;
+        if !runtime_handler.is_empty() && runtime_handler != "crius" && runtime_handler != "runc"
+        {
+            return Err(CriError::InvalidArgument(format!(
+                "unknown runtime handler {runtime_handler:?}"
+            )));
+        }
+        let ctx = self.clone();
+        tokio::spawn(async move { ctx.run_pod_sandbox_inner(config, runtime_handler).await })
+            .await
+            .map_err(|e| CriError::Internal(format!("RunPodSandbox task: {e}")))?
+    }
+
+    async fn run_pod_sandbox_inner(
+        self: &Arc<Self>,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> CriResult<String> {
+        let meta = config.metadata.clone().unwrap_or_default();
+        let id = crate::util::new_id();
+        let _op = self.locks.lock(&id).await;
+        let host_network = is_host_network(&config);
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        let record = SandboxRecord {
+            version: RECORD_VERSION,
+            id: id.clone(),
+            name: sandbox_name(&meta),
+            config: config.clone(),
+            runtime_handler,
+            created_at: crate::util::now_nanos(),
+            state: SandboxState::Creating,
+            image_ref: self.config.sandbox_image.clone(),
+            image_id: String::new(),
+            host_network,
+            netns_path: None,
+            network: None,
+            init_pid: None,
+            monitor_pid: None,
+            cgroups_path: self.sandbox_cgroups_path(&cgroup_parent, &id),
+        };
+        match self.sandboxes.create(record.clone()) {
+            Ok(()) => {}
+            Err(StoreError::NameReserved { name, id }) => {
+                return Err(CriError::AlreadyExists(format!(
+                    "pod sandbox name {name:?} is already reserved for sandbox {id}"
+                )));
+            }
+            Err(e) => return Err(CriError::internal("saving sandbox record", e)),
+        }
+        let mut rollback = Rollback::default();
+        rollback.push(Undo::DeleteRecord { id: id.clone() });
+        match self.run_steps(&record, &mut rollback).await {
+            Ok(()) => {
+                rollback.commit();
+                tracing::info!(sandbox = %id, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "RunPodSandbox failed; rolling back");
+                rollback.run(self).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn run_steps(&self, record: &SandboxRecord, rollback: &mut Rollback) -> CriResult<()> {
+        let id = record.id.as_str();
+        let config = &record.config;
+
+        let image = self.sandbox_image().await?;
+        self.sandboxes
+            .update(id, |r| r.image_id = image.id.clone())
+            .map_err(|e| CriError::internal("updating sandbox record", e))?;
+
+        let dir = self.sandbox_dir(id);
+        let images = self.images.clone();
+        let image_for_mount = image.clone();
+        let rootfs_base = dir.clone();
+        rollback.push(Undo::RemoveRootfs { id: id.into() });
+        let rootfs = tokio::task::spawn_blocking(move || -> CriResult<std::path::PathBuf> {
+            let lowers = images
+                .snapshot_dirs(&image_for_mount)
+                .map_err(|e| CriError::internal("resolving sandbox image snapshots", e))?;
+            let dirs = crate::snapshot::prepare_rootfs(&lowers, &rootfs_base)
+                .map_err(|e| CriError::internal("preparing sandbox rootfs", e))?;
+            Ok(dirs.merged)
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("rootfs task: {e}")))??;
+
+        let files = write_pod_files(&dir, config, record.host_network)
+            .map_err(|e| CriError::internal("writing resolv.conf/hostname/hosts", e))?;
+
+        let spec = crate::oci::spec::sandbox_spec(&SandboxSpecInput {
+            id,
+            config,
+            image_config: &image.config,
+            rootfs: &rootfs,
+            resolv_conf: Some(&files.resolv_conf),
+            hostname_file: Some(&files.hostname),
+            hosts_file: Some(&files.hosts),
+            cgroups_path: &record.cgroups_path,
+            oom_score_adj: self.sandbox_oom_score_adj,
+            seccomp_profile_root: &self.config.root.join("seccomp"),
+        })
+        .map_err(|e| CriError::InvalidArgument(format!("sandbox spec: {e}")))?;
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| CriError::Internal(format!("serializing sandbox spec: {e}")))?;
+        crate::util::atomic_write(&dir.join("config.json"), &spec_json)
+            .map_err(|e| CriError::internal("writing bundle config.json", e))?;
+
+        rollback.push(Undo::KillContainer { id: id.into() });
+        let created = crate::monitor::spawn_create(&MonitorConfig {
+            id: id.to_string(),
+            bundle: dir.clone(),
+            dir: self.monitor_dir(id),
+            runtime_root: self.runtime_root(),
+            exe: self.exe.clone(),
+        })
+        .await
+        .map_err(|e| CriError::internal("creating the sandbox container", e))?;
+        self.sandboxes
+            .update(id, |r| {
+                r.init_pid = Some(created.init_pid);
+                r.monitor_pid = Some(created.monitor_pid);
+            })
+            .map_err(|e| CriError::internal("updating sandbox record", e))?;
+
+        if !record.host_network {
+            let netns = self.netns_path(id);
+            rollback.push(Undo::Unpin {
+                path: netns.clone(),
+            });
+            crate::network::netns::pin(created.init_pid, &netns)
+                .map_err(|e| CriError::internal("pinning the pod network namespace", e))?;
+            self.sandboxes
+                .update(id, |r| r.netns_path = Some(netns.clone()))
+                .map_err(|e| CriError::internal("updating sandbox record", e))?;
+            crate::network::netns::loopback_up(&netns)
+                .map_err(|e| CriError::internal("bringing up the pod's loopback", e))?;
+
+            // Pushed before ADD: a plugin that fails half way may already hold an IP.
+            rollback.push(Undo::CniTeardown {
+                id: id.into(),
+                netns: netns.clone(),
+            });
+            let meta = config.metadata.clone().unwrap_or_default();
+            let status = self
+                .cni
+                .setup(&PodNetwork {
+                    id,
+                    name: &meta.name,
+                    namespace: &meta.namespace,
+                    uid: &meta.uid,
+                    netns: &netns,
+                    port_mappings: &config.port_mappings,
+                    dns: config.dns_config.as_ref(),
+                    ifname: "eth0",
+                })
+                .await
+                .map_err(|e| CriError::internal("setting up the pod network", e))?;
+            self.sandboxes
+                .update(id, |r| r.network = Some(status))
+                .map_err(|e| CriError::internal("updating sandbox record", e))?;
+        }
+
+        MonitorClient::new(&self.monitor_dir(id))
+            .start()
+            .await
+            .map_err(|e| CriError::internal("starting the sandbox container", e))?;
+        self.sandboxes
+            .update(id, |r| r.state = SandboxState::Ready)
+            .map_err(|e| CriError::internal("updating sandbox record", e))?;
+        Ok(())
+    }
+
+    /// The configured sandbox image; the built-in one is imported from this binary when absent,
+    /// so a node without any network can run pods.
+    async fn sandbox_image(&self) -> CriResult<ImageRecord> {
+        let images = self.images.clone();
+        let reference = self.config.sandbox_image.clone();
+        tokio::task::spawn_blocking(move || -> CriResult<ImageRecord> {
+            if let Some(image) = images
+                .get(&reference)
+                .map_err(|e| CriError::internal("looking up the sandbox image", e))?
+            {
+                return Ok(image);
+            }
+            if reference == crate::config::BUILTIN_SANDBOX_IMAGE {
+                return images
+                    .ensure_builtin()
+                    .map_err(|e| CriError::internal("importing the built-in sandbox image", e));
+            }
+            Err(CriError::FailedPrecondition(format!(
+                "sandbox image {reference} is not in the image store; import it with \
+                 `crius image import` or pull it first"
+            )))
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("image task: {e}")))?
+    }
+}
+
+pub struct PodFiles {
+    pub resolv_conf: std::path::PathBuf,
+    pub hostname: std::path::PathBuf,
+    pub hosts: std::path::PathBuf,
+}
+
+/// resolv.conf from the pod's DnsConfig (the node's own when kubelet sends none), and the
+/// hostname and hosts files that the pod's containers will share.
+fn write_pod_files(
+    dir: &Path,
+    config: &PodSandboxConfig,
+    host_network: bool,
+) -> std::io::Result<PodFiles> {
+    let files = PodFiles {
+        resolv_conf: dir.join("resolv.conf"),
+        hostname: dir.join("hostname"),
+        hosts: dir.join("hosts"),
+    };
+    let resolv = match &config.dns_config {
+        Some(dns) => crate::oci::dns::resolv_conf(dns),
+        None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    std::fs::write(&files.resolv_conf, resolv)?;
+    let hostname = if host_network || config.hostname.is_empty() {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    };
+    std::fs::write(&files.hostname, format!("{hostname}\n"))?;
+    let hosts = if host_network {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| POD_HOSTS.to_string())
+    } else {
+        POD_HOSTS.to_string()
+    };
+    std::fs::write(&files.hosts, hosts)?;
+    Ok(files)
+}

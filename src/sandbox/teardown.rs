@@ -1,0 +1,74 @@
+//! Idempotent pieces of taking a sandbox apart, shared by Stop, Remove, recovery and rollback.
+//! Each one treats "already gone" as success.
+
+use super::Context;
+use crate::error::{CriError, CriResult};
+use crate::monitor::{MonitorClient, MonitorError};
+use std::time::Duration;
+
+/// How long a killed pause process may take to be reaped before Stop reports an error.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl Context {
+    /// Kill the sandbox's init (and anything else in its cgroup) and wait until its monitor has
+    /// reaped it and deleted libcontainer's state and cgroup.
+    pub async fn kill_sandbox_container(&self, id: &str) -> CriResult<()> {
+        let client = MonitorClient::new(&self.monitor_dir(id));
+        match client.state().await {
+            Ok(state) if state.is_exited() => Ok(()),
+            Ok(_) => {
+                client
+                    .kill(libc::SIGKILL, true)
+                    .await
+                    .map_err(|e| CriError::internal(format!("killing sandbox {id}"), e))?;
+                match client.wait_exited(KILL_WAIT).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(CriError::Internal(format!(
+                        "sandbox {id}: init did not exit within {KILL_WAIT:?} of SIGKILL"
+                    ))),
+                    Err(e) => Err(CriError::internal(format!("waiting for sandbox {id}"), e)),
+                }
+            }
+            // No monitor (never started, or killed): libcontainer may still have state and a
+            // cgroup for it; delete those through a one-shot monitor process.
+            Err(MonitorError::Gone { .. }) => {
+                if self.runtime_root().join(id).exists() {
+                    crate::monitor::cleanup_orphan(&self.exe, &self.runtime_root(), id)
+                        .await
+                        .map_err(|e| CriError::internal(format!("cleaning sandbox {id}"), e))?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(CriError::internal(format!("sandbox {id} monitor"), e)),
+        }
+    }
+
+    /// CNI DEL (from the cached result, so it works after restarts and config changes) and
+    /// unpin the network namespace.
+    pub async fn teardown_network(&self, id: &str) -> CriResult<()> {
+        let netns = self.netns_path(id);
+        let pinned = netns.exists();
+        self.cni
+            .teardown(id, pinned.then_some(netns.as_path()))
+            .await
+            .map_err(|e| CriError::internal(format!("tearing down the network of sandbox {id}"), e))?;
+        crate::network::netns::unpin(&netns)
+            .map_err(|e| CriError::internal(format!("unpinning netns of sandbox {id}"), e))
+    }
+
+    /// Unmount the rootfs and remove the overlay upper/work dirs.
+    pub async fn remove_rootfs(&self, id: &str) -> CriResult<()> {
+        let dir = self.sandbox_dir(id);
+        tokio::task::spawn_blocking(move || crate::snapshot::remove_rootfs(&dir))
+            .await
+            .map_err(|e| CriError::Internal(format!("remove rootfs task: {e}")))?
+            .map_err(|e| CriError::internal(format!("removing rootfs of sandbox {id}"), e))
+    }
+
+    pub async fn remove_monitor_dir(&self, id: &str) {
+        let dir = self.monitor_dir(id);
+        if let Err(e) = crate::util::remove_dir_all_if_exists(&dir) {
+            tracing::warn!(path = %dir.display(), error = %e, "removing monitor dir");
+        }
+    }
+}

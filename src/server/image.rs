@@ -1,0 +1,211 @@
+//! CRI ImageService adapter over the local image store.
+
+use crate::error::CriError;
+use crate::image::{ImageError, ImageRecord};
+use crate::sandbox::Context;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct Images {
+    ctx: Arc<Context>,
+}
+
+impl Images {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Images { ctx }
+    }
+
+    /// Image store calls touch the disk: keep them off the async workers.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&crate::image::ImageStore) -> Result<T, ImageError> + Send + 'static,
+    {
+        let store = self.ctx.images.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Status::internal(format!("image task: {e}")))?
+            .map_err(|e| image_status(e).into())
+    }
+}
+
+fn image_status(e: ImageError) -> CriError {
+    match e {
+        ImageError::NotFound(what) => CriError::NotFound(format!("image {what} not found")),
+        ImageError::InvalidReference { .. } => CriError::InvalidArgument(e.to_string()),
+        other => CriError::internal("image store", other),
+    }
+}
+
+/// uid or user name from the image config's User ("uid", "uid:gid", "name", "name:group").
+fn image_user(user: &str) -> (Option<cri::Int64Value>, String) {
+    let user = user.split(':').next().unwrap_or_default();
+    if user.is_empty() {
+        return (None, String::new());
+    }
+    match user.parse::<i64>() {
+        Ok(uid) => (Some(cri::Int64Value { value: uid }), String::new()),
+        Err(_) => (None, user.to_string()),
+    }
+}
+
+fn to_cri(image: &ImageRecord, sandbox_image: &str) -> cri::Image {
+    let user = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.user().clone())
+        .unwrap_or_default();
+    let (uid, username) = image_user(&user);
+    cri::Image {
+        id: image.id.clone(),
+        repo_tags: image.repo_tags.clone(),
+        repo_digests: image.repo_digests.clone(),
+        size: image.size,
+        uid,
+        username,
+        spec: Some(cri::ImageSpec {
+            image: image.id.clone(),
+            ..Default::default()
+        }),
+        // The sandbox image must never be garbage collected by kubelet.
+        pinned: image.repo_tags.iter().any(|t| t == sandbox_image),
+    }
+}
+
+fn requested(spec: Option<cri::ImageSpec>) -> Result<String, Status> {
+    let image = spec.map(|s| s.image).unwrap_or_default();
+    if image.is_empty() {
+        return Err(CriError::InvalidArgument("image reference is empty".into()).into());
+    }
+    Ok(image)
+}
+
+#[tonic::async_trait]
+impl ImageService for Images {
+    #[tracing::instrument(name = "ListImages", level = "debug", skip_all)]
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        let filter = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        let sandbox_image = self.ctx.config.sandbox_image.clone();
+        let images = self
+            .blocking(move |store| match filter {
+                Some(r) => Ok(store.get(&r)?.into_iter().collect()),
+                None => store.list(),
+            })
+            .await?;
+        Ok(Response::new(cri::ListImagesResponse {
+            images: images.iter().map(|i| to_cri(i, &sandbox_image)).collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "ImageStatus", level = "debug", skip_all)]
+    async fn image_status(
+        &self,
+        req: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        let req = req.into_inner();
+        let reference = requested(req.image)?;
+        let sandbox_image = self.ctx.config.sandbox_image.clone();
+        // An absent image is not an error for ImageStatus: kubelet expects an empty reply.
+        let image = self
+            .blocking(move |store| match store.get(&reference) {
+                Err(ImageError::InvalidReference { .. }) => Ok(None),
+                other => other,
+            })
+            .await?;
+        let mut info = std::collections::HashMap::new();
+        if req.verbose {
+            if let Some(i) = &image {
+                info.insert(
+                    "info".to_string(),
+                    serde_json::json!({
+                        "id": i.id, "manifestDigest": i.manifest_digest,
+                        "chainIds": i.chain_ids, "imageSpec": i.config,
+                    })
+                    .to_string(),
+                );
+            }
+        }
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: image.as_ref().map(|i| to_cri(i, &sandbox_image)),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        req: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        let reference = requested(req.into_inner().image)?;
+        // Already present locally: report it, as a registry pull of it would.
+        let sandbox_ref = reference.clone();
+        if let Some(image) = self.blocking(move |s| s.get(&sandbox_ref)).await? {
+            return Ok(Response::new(cri::PullImageResponse {
+                image_ref: image.id,
+            }));
+        }
+        Err(CriError::Unimplemented(format!(
+            "pulling {reference} from a registry is not implemented yet; load it with `crius image import`"
+        ))
+        .into())
+    }
+
+    #[tracing::instrument(name = "RemoveImage", skip_all)]
+    async fn remove_image(
+        &self,
+        req: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        let reference = requested(req.into_inner().image)?;
+        // Removing an absent image succeeds (CRI: idempotent).
+        self.blocking(move |store| match store.remove(&reference) {
+            Err(ImageError::NotFound(_)) => Ok(()),
+            other => other,
+        })
+        .await?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _req: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        let usage = self.blocking(|store| store.fs_usage()).await?;
+        let fs = cri::FilesystemUsage {
+            timestamp: crate::util::now_nanos(),
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
+            }),
+            used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
+            inodes_used: Some(cri::UInt64Value {
+                value: usage.inodes,
+            }),
+        };
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![fs.clone()],
+            container_filesystems: vec![fs],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_user;
+
+    #[test]
+    fn user_forms() {
+        assert_eq!(image_user("").0, None);
+        assert_eq!(image_user("1000:100").0.unwrap().value, 1000);
+        assert_eq!(image_user("nobody").1, "nobody");
+        assert_eq!(image_user("www:www").1, "www");
+    }
+}

@@ -1,0 +1,331 @@
+//! CRI RuntimeService adapter.
+
+use crate::error::CriError;
+use crate::sandbox::Context;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use std::pin::Pin;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub const RUNTIME_NAME: &str = "crius";
+pub const CRI_API_VERSION: &str = "v1";
+
+pub struct Runtime {
+    ctx: Arc<Context>,
+}
+
+impl Runtime {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Runtime { ctx }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Container verbs arrive with a later issue; until then kubelet gets a clear Unimplemented.
+fn not_yet<T>(rpc: &str) -> Reply<T> {
+    Err(CriError::Unimplemented(format!("{rpc} is not implemented by crius yet")).into())
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(&self, _req: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: CRI_API_VERSION.into(),
+        }))
+    }
+
+    #[tracing::instrument(name = "RunPodSandbox", skip_all, fields(pod = tracing::field::Empty, id = tracing::field::Empty))]
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> Reply<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| CriError::InvalidArgument("RunPodSandbox without a config".into()))?;
+        if let Some(m) = &config.metadata {
+            tracing::Span::current().record("pod", format!("{}/{}", m.namespace, m.name));
+        }
+        let id = self
+            .ctx
+            .run_pod_sandbox(config, req.runtime_handler)
+            .await?;
+        tracing::Span::current().record("id", id.as_str());
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    #[tracing::instrument(name = "StopPodSandbox", skip_all, fields(id = %req.get_ref().pod_sandbox_id))]
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Reply<cri::StopPodSandboxResponse> {
+        self.ctx
+            .stop_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    #[tracing::instrument(name = "RemovePodSandbox", skip_all, fields(id = %req.get_ref().pod_sandbox_id))]
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Reply<cri::RemovePodSandboxResponse> {
+        self.ctx
+            .remove_pod_sandbox(&req.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    #[tracing::instrument(name = "PodSandboxStatus", level = "debug", skip_all, fields(id = %req.get_ref().pod_sandbox_id))]
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Reply<cri::PodSandboxStatusResponse> {
+        let req = req.into_inner();
+        if req.pod_sandbox_id.is_empty() {
+            return Err(CriError::InvalidArgument("pod sandbox id is empty".into()).into());
+        }
+        Ok(Response::new(
+            self.ctx
+                .pod_sandbox_status(&req.pod_sandbox_id, req.verbose)?,
+        ))
+    }
+
+    #[tracing::instrument(name = "ListPodSandbox", level = "debug", skip_all)]
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> Reply<cri::ListPodSandboxResponse> {
+        let req = req.into_inner();
+        Ok(Response::new(cri::ListPodSandboxResponse {
+            items: self.ctx.list_pod_sandbox(req.filter.as_ref()),
+        }))
+    }
+
+    async fn create_container(
+        &self,
+        _req: Request<cri::CreateContainerRequest>,
+    ) -> Reply<cri::CreateContainerResponse> {
+        not_yet("CreateContainer")
+    }
+
+    async fn start_container(
+        &self,
+        _req: Request<cri::StartContainerRequest>,
+    ) -> Reply<cri::StartContainerResponse> {
+        not_yet("StartContainer")
+    }
+
+    async fn stop_container(
+        &self,
+        _req: Request<cri::StopContainerRequest>,
+    ) -> Reply<cri::StopContainerResponse> {
+        not_yet("StopContainer")
+    }
+
+    async fn remove_container(
+        &self,
+        _req: Request<cri::RemoveContainerRequest>,
+    ) -> Reply<cri::RemoveContainerResponse> {
+        not_yet("RemoveContainer")
+    }
+
+    async fn list_containers(
+        &self,
+        _req: Request<cri::ListContainersRequest>,
+    ) -> Reply<cri::ListContainersResponse> {
+        not_yet("ListContainers")
+    }
+
+    async fn container_status(
+        &self,
+        _req: Request<cri::ContainerStatusRequest>,
+    ) -> Reply<cri::ContainerStatusResponse> {
+        not_yet("ContainerStatus")
+    }
+
+    async fn update_container_resources(
+        &self,
+        _req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Reply<cri::UpdateContainerResourcesResponse> {
+        not_yet("UpdateContainerResources")
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _req: Request<cri::ReopenContainerLogRequest>,
+    ) -> Reply<cri::ReopenContainerLogResponse> {
+        not_yet("ReopenContainerLog")
+    }
+
+    async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
+        not_yet("ExecSync")
+    }
+
+    async fn exec(&self, _req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        not_yet("Exec")
+    }
+
+    async fn attach(&self, _req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        not_yet("Attach")
+    }
+
+    async fn port_forward(
+        &self,
+        _req: Request<cri::PortForwardRequest>,
+    ) -> Reply<cri::PortForwardResponse> {
+        not_yet("PortForward")
+    }
+
+    async fn container_stats(
+        &self,
+        _req: Request<cri::ContainerStatsRequest>,
+    ) -> Reply<cri::ContainerStatsResponse> {
+        not_yet("ContainerStats")
+    }
+
+    async fn list_container_stats(
+        &self,
+        _req: Request<cri::ListContainerStatsRequest>,
+    ) -> Reply<cri::ListContainerStatsResponse> {
+        not_yet("ListContainerStats")
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _req: Request<cri::PodSandboxStatsRequest>,
+    ) -> Reply<cri::PodSandboxStatsResponse> {
+        not_yet("PodSandboxStats")
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Reply<cri::ListPodSandboxStatsResponse> {
+        not_yet("ListPodSandboxStats")
+    }
+
+    /// kubelet reports the node's pod CIDR here; CNI plugins own addressing, so nothing changes.
+    async fn update_runtime_config(
+        &self,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Reply<cri::UpdateRuntimeConfigResponse> {
+        if let Some(cidr) = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+        {
+            tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig");
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        let network = match self.ctx.cni.status() {
+            Ok(_) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            Err(e) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: format!("CNI is not ready: {e}"),
+            },
+        };
+        let runtime = cri::RuntimeCondition {
+            r#type: "RuntimeReady".into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        };
+        let mut info = std::collections::HashMap::new();
+        if req.into_inner().verbose {
+            let c = &self.ctx.config;
+            info.insert(
+                "config".to_string(),
+                serde_json::json!({
+                    "root": c.root, "state": c.state, "socket": c.socket,
+                    "sandboxImage": c.sandbox_image, "cgroupDriver": c.cgroup_driver.as_str(),
+                    "cniConfDir": c.cni.conf_dir, "cniBinDirs": c.cni.bin_dirs,
+                })
+                .to_string(),
+            );
+        }
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![runtime, network],
+            }),
+            info,
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: false,
+                    user_namespaces: false,
+                }),
+            }],
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _req: Request<cri::CheckpointContainerRequest>,
+    ) -> Reply<cri::CheckpointContainerResponse> {
+        Err(CriError::Unimplemented("checkpointing is not supported".into()).into())
+    }
+
+    type GetContainerEventsStream = Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> Reply<Self::GetContainerEventsStream> {
+        not_yet("GetContainerEvents")
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Reply<cri::ListMetricDescriptorsResponse> {
+        not_yet("ListMetricDescriptors")
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Reply<cri::ListPodSandboxMetricsResponse> {
+        not_yet("ListPodSandboxMetrics")
+    }
+
+    async fn runtime_config(
+        &self,
+        _req: Request<cri::RuntimeConfigRequest>,
+    ) -> Reply<cri::RuntimeConfigResponse> {
+        let driver = match self.ctx.config.cgroup_driver {
+            crate::config::CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+            crate::config::CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+}
