@@ -1,0 +1,148 @@
+//! Pinned network namespaces: a pod's netns is kept alive by bind-mounting /proc/PID/ns/net of
+//! its first process onto a file, so it outlives that process and can be handed to CNI plugins.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use super::NetworkError;
+
+/// Bind-mount the network namespace of `pid` onto `path` (created, with its parent directories).
+/// On failure the file is removed again, so nothing is left behind.
+pub fn pin(pid: i32, path: &Path) -> Result<(), NetworkError> {
+    if is_pinned(path) {
+        return Err(NetworkError::netns(
+            path,
+            "pin",
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a namespace is already pinned there",
+            ),
+        ));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| NetworkError::netns(path, "create parent directory", e))?;
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| NetworkError::netns(path, "create mount point", e))?;
+
+    let source = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    if let Err(errno) = nix::mount::mount(
+        Some(&source),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    ) {
+        // Whatever was at `path` is now an unmounted placeholder (or a stale one from a crash):
+        // either way it is ours to remove.
+        let _ = std::fs::remove_file(path);
+        return Err(NetworkError::netns(
+            path,
+            "bind-mount the namespace of the process",
+            errno,
+        ));
+    }
+    tracing::debug!(pid, path = %path.display(), "pinned network namespace");
+    Ok(())
+}
+
+/// Unmount (lazily, so an open reference in a plugin does not block it) and remove a pinned
+/// namespace. A path that is absent or not mounted is fine: this is called again on retries.
+pub fn unpin(path: &Path) -> Result<(), NetworkError> {
+    // A path may have been pinned more than once (stacked mounts after a racy retry); peel them
+    // all, but bounded so a misbehaving mount table can not loop forever.
+    for _ in 0..8 {
+        if !is_pinned(path) {
+            break;
+        }
+        match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+            Err(errno) => return Err(NetworkError::netns(path, "unmount", errno)),
+        }
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(NetworkError::netns(path, "remove", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` currently is a network (or other) namespace file, i.e. a live pin.
+pub fn is_pinned(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Bring up the loopback interface inside the namespace at `path` (libcontainer leaves it down,
+/// and CNI plugins only configure the pod's eth0).
+///
+/// setns(2) changes the calling thread only, so it runs on a thread of its own that exits
+/// afterwards: a tokio worker or blocking-pool thread would carry the pod's namespace into
+/// whatever task it runs next.
+pub fn loopback_up(path: &Path) -> Result<(), NetworkError> {
+    let ns = File::open(path).map_err(|e| NetworkError::netns(path, "open", e))?;
+    let owned = path.to_path_buf();
+    let worker = std::thread::Builder::new()
+        .name("netns-lo-up".into())
+        .spawn(move || set_up_in(&ns, &owned))
+        .map_err(|e| NetworkError::netns(path, "spawn a thread", e))?;
+    worker.join().unwrap_or_else(|_| {
+        Err(NetworkError::netns(
+            path,
+            "bring up lo",
+            io::Error::other("the worker thread panicked"),
+        ))
+    })
+}
+
+fn set_up_in(ns: &File, path: &Path) -> Result<(), NetworkError> {
+    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| NetworkError::netns(path, "setns", e))?;
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| NetworkError::netns(path, "open a socket", e))?;
+
+    // SAFETY: ifreq is plain old data; all-zero is a valid value for it.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the socket is open and `req` is a properly sized ifreq that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(NetworkError::netns(
+            path,
+            "SIOCGIFFLAGS lo",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(NetworkError::netns(
+            path,
+            "SIOCSIFFLAGS lo",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! The CNI runtime: attach a pod's network namespace to the configured network (ADD), check
+//! it (CHECK) and detach it (DEL), with the cache that makes teardown reliable.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1::{DnsConfig, PortMapping};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::NetworkError;
+use super::cache::{Cache, CacheEntry};
+use super::conf;
+use super::invoke::{CniCommand, Invocation, PodArgs, RuntimeConfig, plugin_stdin, run_plugin};
+use super::netns;
+use super::result::{CniResult, primary_and_rest};
+
+/// The interface name plugins create inside the pod unless told otherwise.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+#[derive(Debug, Clone)]
+pub struct CniOptions {
+    pub conf_dir: PathBuf,
+    pub bin_dirs: Vec<PathBuf>,
+    pub cache_dir: PathBuf,
+    pub plugin_timeout: Duration,
+}
+
+/// What a pod contributes to a CNI invocation.
+#[derive(Debug, Clone)]
+pub struct PodNetwork<'a> {
+    /// The sandbox id (CNI_CONTAINERID and the cache key).
+    pub id: &'a str,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub uid: &'a str,
+    /// The pinned network namespace.
+    pub netns: &'a Path,
+    pub port_mappings: &'a [PortMapping],
+    pub dns: Option<&'a DnsConfig>,
+    /// Interface to create in the pod, [`DEFAULT_IFNAME`] by default.
+    pub ifname: &'a str,
+}
+
+impl<'a> PodNetwork<'a> {
+    /// A pod with no port mappings, no DNS config and the default interface name.
+    pub fn new(
+        id: &'a str,
+        name: &'a str,
+        namespace: &'a str,
+        uid: &'a str,
+        netns: &'a Path,
+    ) -> Self {
+        PodNetwork {
+            id,
+            name,
+            namespace,
+            uid,
+            netns,
+            port_mappings: &[],
+            dns: None,
+            ifname: DEFAULT_IFNAME,
+        }
+    }
+}
+
+/// The pod's addresses as reported by the network, kept in the sandbox record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodNetworkStatus {
+    /// The first IPv4 address, else the first address.
+    pub ip: Option<IpAddr>,
+    pub additional_ips: Vec<IpAddr>,
+    pub interface: String,
+    pub network_name: String,
+}
+
+/// Cheap to clone: options are shared.
+#[derive(Debug, Clone)]
+pub struct Cni {
+    opts: Arc<CniOptions>,
+    cache: Cache,
+}
+
+impl Cni {
+    pub fn new(opts: CniOptions) -> Self {
+        let cache = Cache::new(opts.cache_dir.clone());
+        Cni {
+            opts: Arc::new(opts),
+            cache,
+        }
+    }
+
+    pub fn options(&self) -> &CniOptions {
+        &self.opts
+    }
+
+    /// The name of the network new pods would join; the error says why the network is not
+    /// ready (no config yet, plugin binaries missing, ...).
+    pub fn status(&self) -> Result<String, NetworkError> {
+        conf::load_first(&self.opts.conf_dir, &self.opts.bin_dirs).map(|l| l.name)
+    }
+
+    /// Sandbox ids with a recorded attachment, including ones whose ADD never completed: at
+    /// start-up, those without a sandbox can be passed to [`Cni::teardown`].
+    pub fn cached_ids(&self) -> Result<Vec<String>, NetworkError> {
+        self.cache.ids()
+    }
+
+    /// Attach the pod to the current network (ADD of every plugin, in order).
+    ///
+    /// The cache entry is written before the first plugin runs, so whatever a plugin allocated
+    /// can be released by [`Cni::teardown`] even if this call fails half way, is cancelled
+    /// (dropping the future kills the running plugin) or the daemon dies meanwhile. A failed
+    /// ADD is rolled back here with DEL of every plugin in reverse order.
+    pub async fn setup(&self, pod: &PodNetwork<'_>) -> Result<PodNetworkStatus, NetworkError> {
+        let (conf_dir, bin_dirs) = (self.opts.conf_dir.clone(), self.opts.bin_dirs.clone());
+        let list = blocking(move || conf::load_first(&conf_dir, &bin_dirs)).await?;
+        let pod_args = PodArgs {
+            namespace: pod.namespace.to_string(),
+            name: pod.name.to_string(),
+            uid: pod.uid.to_string(),
+            sandbox_id: pod.id.to_string(),
+        };
+        let runtime = RuntimeConfig::from_pod(pod.port_mappings, pod.dns);
+        let mut entry = CacheEntry::new(
+            list,
+            pod_args,
+            pod.ifname.to_string(),
+            pod.netns.to_path_buf(),
+            runtime,
+        );
+        self.store(pod.id, &entry).await?;
+
+        let cni_args = entry.pod.cni_args();
+        let netns = pod.netns.to_string_lossy();
+        let inv = Invocation {
+            command: CniCommand::Add,
+            container_id: pod.id,
+            netns: &netns,
+            ifname: pod.ifname,
+            cni_args: &cni_args,
+            bin_dirs: &self.opts.bin_dirs,
+            timeout: self.opts.plugin_timeout,
+        };
+        let network = &entry.network;
+        let mut prev: Option<Value> = None;
+        let mut failure = None;
+        for index in 0..network.plugins.len() {
+            let stdin = plugin_stdin(network, index, prev.as_ref(), &entry.runtime_config);
+            match run_plugin(&inv, network, index, &stdin).await {
+                Ok(Some(result)) => prev = Some(result),
+                Ok(None) => unreachable!("ADD always yields a result"),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let parsed = match (&failure, &prev) {
+            (None, Some(result)) => match CniResult::parse(result) {
+                Ok(r) => Some(r),
+                Err(reason) => {
+                    failure = Some(NetworkError::InvalidResult {
+                        plugin: network.plugin_type(network.plugins.len() - 1).to_string(),
+                        network: network.name.clone(),
+                        reason,
+                    });
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(err) = failure {
+            self.rollback(pod.id, &entry, prev.as_ref(), &netns).await;
+            return Err(err);
+        }
+        let parsed = parsed.expect("a list has at least one plugin");
+
+        entry.result = prev;
+        if let Err(err) = self.store(pod.id, &entry).await {
+            self.rollback(pod.id, &entry, entry.result.as_ref(), &netns)
+                .await;
+            return Err(err);
+        }
+        let (ip, additional_ips) = primary_and_rest(&parsed.sandbox_ips());
+        let status = PodNetworkStatus {
+            ip,
+            additional_ips,
+            interface: parsed.sandbox_interface().unwrap_or(pod.ifname).to_string(),
+            network_name: entry.network.name.clone(),
+        };
+        tracing::info!(id = pod.id, network = %status.network_name, ip = ?status.ip, "pod network set up");
+        Ok(status)
+    }
+
+    /// Undo a failed ADD. The cache entry goes only if every DEL succeeded; otherwise it stays
+    /// so that a later teardown (or the start-up sweep) can try again.
+    async fn rollback(&self, id: &str, entry: &CacheEntry, prev: Option<&Value>, netns: &str) {
+        match self.del_all(id, entry, prev, netns).await {
+            Ok(()) => {
+                if let Err(e) = self.remove(id).await {
+                    tracing::warn!(id, error = %e, "removing the CNI cache entry after a failed ADD");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(id, error = %e, "rolling back a failed CNI ADD; kept the cache entry for a retry")
+            }
+        }
+    }
+
+    /// Detach a sandbox using what was recorded at setup (not the current conf dir, which may
+    /// have changed). Nothing recorded means nothing to do. On failure the record is kept, so
+    /// the caller can retry.
+    pub async fn teardown(&self, id: &str, netns: Option<&Path>) -> Result<(), NetworkError> {
+        let Some(entry) = self.load(id).await? else {
+            return Ok(());
+        };
+        // DEL must work without a namespace (the spec requires plugins to accept an empty
+        // CNI_NETNS); pass one only while it is still a live pin.
+        let candidate = netns.unwrap_or(&entry.netns);
+        let netns_arg = if netns::is_pinned(candidate) {
+            candidate.to_string_lossy().into_owned()
+        } else {
+            String::new()
+        };
+        self.del_all(id, &entry, entry.result.as_ref(), &netns_arg)
+            .await?;
+        self.remove(id).await?;
+        tracing::info!(id, network = %entry.network.name, "pod network torn down");
+        Ok(())
+    }
+
+    /// CHECK every plugin against the recorded result. Lists older than 0.4.0 (which has no
+    /// CHECK) and lists with "disableCheck" pass without running anything.
+    pub async fn check(&self, pod: &PodNetwork<'_>) -> Result<(), NetworkError> {
+        let Some(entry) = self.load(pod.id).await? else {
+            return Err(NetworkError::Unsupported {
+                network: String::new(),
+                reason: format!("no network attachment recorded for sandbox {}", pod.id),
+            });
+        };
+        let network = &entry.network;
+        if network.disable_check || !network.version_at_least((0, 4, 0)) {
+            return Ok(());
+        }
+        let Some(result) = entry.result.as_ref() else {
+            return Err(NetworkError::Unsupported {
+                network: network.name.clone(),
+                reason: format!("ADD for sandbox {} never completed", pod.id),
+            });
+        };
+        let cni_args = entry.pod.cni_args();
+        let netns = pod.netns.to_string_lossy();
+        let inv = Invocation {
+            command: CniCommand::Check,
+            container_id: pod.id,
+            netns: &netns,
+            ifname: &entry.ifname,
+            cni_args: &cni_args,
+            bin_dirs: &self.opts.bin_dirs,
+            timeout: self.opts.plugin_timeout,
+        };
+        for index in 0..network.plugins.len() {
+            let stdin = plugin_stdin(network, index, Some(result), &entry.runtime_config);
+            run_plugin(&inv, network, index, &stdin).await?;
+        }
+        Ok(())
+    }
+
+    /// DEL of every plugin in reverse order. All are attempted even after a failure (DEL is
+    /// idempotent by spec, and every plugin that runs frees what it can); the first error is
+    /// returned.
+    async fn del_all(
+        &self,
+        id: &str,
+        entry: &CacheEntry,
+        prev: Option<&Value>,
+        netns: &str,
+    ) -> Result<(), NetworkError> {
+        let network = &entry.network;
+        // DEL with prevResult arrived in 0.4.0; older plugins would reject it.
+        let prev = prev.filter(|_| network.version_at_least((0, 4, 0)));
+        let cni_args = entry.pod.cni_args();
+        let inv = Invocation {
+            command: CniCommand::Del,
+            container_id: id,
+            netns,
+            ifname: &entry.ifname,
+            cni_args: &cni_args,
+            bin_dirs: &self.opts.bin_dirs,
+            timeout: self.opts.plugin_timeout,
+        };
+        let mut first_error = None;
+        for index in (0..network.plugins.len()).rev() {
+            let stdin = plugin_stdin(network, index, prev, &entry.runtime_config);
+            if let Err(e) = run_plugin(&inv, network, index, &stdin).await {
+                tracing::warn!(id, error = %e, "CNI DEL failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<CacheEntry>, NetworkError> {
+        let (cache, id) = (self.cache.clone(), id.to_string());
+        blocking(move || cache.load(&id)).await
+    }
+
+    async fn store(&self, id: &str, entry: &CacheEntry) -> Result<(), NetworkError> {
+        let (cache, id, entry) = (self.cache.clone(), id.to_string(), entry.clone());
+        blocking(move || cache.store(&id, &entry)).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), NetworkError> {
+        let (cache, id) = (self.cache.clone(), id.to_string());
+        blocking(move || cache.remove(&id)).await
+    }
+}
+
+/// Run file-system work (fsync in particular) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NetworkError> + Send + 'static,
+) -> Result<T, NetworkError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(NetworkError::Cache {
+            path: PathBuf::new(),
+            source: std::io::Error::other(format!("blocking task failed: {e}")),
+        })
+    })
+}
