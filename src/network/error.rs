@@ -15,19 +15,9 @@ pub enum NetworkError {
     #[error("network config {}: {reason}", path.display())]
     InvalidConfig { path: PathBuf, reason: String },
 
-    #[error("CNI plugin {plugin} (network {network}) {command} failed{}: {msg}{}{}",
-        code.map(|c| format!(" with code {c}")).unwrap_or_default(),
-        if details.is_empty() { String::new() } else { format!(" ({details})") },
-        if stderr.is_empty() { String::new() } else { format!("; stderr: {stderr}") })]
-    PluginFailed {
-        plugin: String,
-        network: String,
-        command: &'static str,
-        code: Option<u64>,
-        msg: String,
-        details: String,
-        stderr: String,
-    },
+    /// The plugin ran and reported an error (boxed: it is much larger than the others).
+    #[error("{0}")]
+    PluginFailed(Box<PluginFailure>),
 
     #[error("CNI plugin {plugin} (network {network}) {command} timed out after {timeout:?}")]
     PluginTimeout {
@@ -52,6 +42,9 @@ pub enum NetworkError {
         network: String,
         reason: String,
     },
+
+    #[error("no network attachment recorded for sandbox {id}")]
+    NotAttached { id: String },
 
     #[error("network {network}: {reason}")]
     Unsupported { network: String, reason: String },
@@ -80,6 +73,39 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What a failing plugin said: its JSON error object ({code, msg, details}) and stderr's tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFailure {
+    pub plugin: String,
+    pub network: String,
+    pub command: &'static str,
+    pub code: Option<u64>,
+    pub msg: String,
+    pub details: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for PluginFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CNI plugin {} (network {}) {} failed",
+            self.plugin, self.network, self.command
+        )?;
+        if let Some(code) = self.code {
+            write!(f, " with code {code}")?;
+        }
+        write!(f, ": {}", self.msg)?;
+        if !self.details.is_empty() {
+            write!(f, " ({})", self.details)?;
+        }
+        if !self.stderr.is_empty() {
+            write!(f, "; stderr: {}", self.stderr)?;
+        }
+        Ok(())
+    }
 }
 
 impl NetworkError {

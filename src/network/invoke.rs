@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::NetworkError;
 use super::conf::{NetworkConfigList, find_plugin};
+use super::{NetworkError, PluginFailure};
 
 /// Plugins such as bridge and portmap call iptables and friends; they get a fixed, sane PATH
 /// rather than whatever the daemon was started with.
@@ -237,16 +237,16 @@ pub async fn run_plugin(
         binary: binary.clone(),
         source,
     };
-    let mut child = tokio::process::Command::new(&binary)
+    let mut command = tokio::process::Command::new(&binary);
+    command
         .env_clear()
         .envs(inv.env())
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(exec_err)?;
+        .kill_on_drop(true);
+    let mut child = spawn_retrying_busy(&mut command).await.map_err(exec_err)?;
     let mut child_stdin = child.stdin.take().expect("stdin is piped");
 
     let run = async move {
@@ -288,7 +288,7 @@ pub async fn run_plugin(
                 (None, msg, String::new())
             }
         };
-        return Err(NetworkError::PluginFailed {
+        return Err(NetworkError::PluginFailed(Box::new(PluginFailure {
             plugin,
             network,
             command: inv.command.as_str(),
@@ -296,7 +296,7 @@ pub async fn run_plugin(
             msg,
             details,
             stderr,
-        });
+        })));
     }
 
     if inv.command != CniCommand::Add {
@@ -314,6 +314,24 @@ pub async fn run_plugin(
             network,
             reason: e.to_string(),
         }),
+    }
+}
+
+/// exec(2) fails with ETXTBSY while any process (including a child forked by another thread of
+/// ours, before its exec closes inherited descriptors) holds the binary open for writing, e.g.
+/// while a network add-on is installing its plugins. That is transient: retry briefly.
+async fn spawn_retrying_busy(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let mut attempt = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -517,7 +535,7 @@ mod tests {
             .unwrap_err();
         let text = err.to_string();
         assert!(
-            matches!(err, NetworkError::PluginFailed { code: Some(7), .. }),
+            matches!(&err, NetworkError::PluginFailed(f) if f.code == Some(7)),
             "{text}"
         );
         for want in ["fail", "pods", "ADD", "no luck", "really", "bad things"] {

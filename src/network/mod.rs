@@ -16,5 +16,5 @@ mod runtime;
 #[cfg(test)]
 mod tests;
 
-pub use error::NetworkError;
+pub use error::{NetworkError, PluginFailure};
 pub use runtime::{Cni, CniOptions, DEFAULT_IFNAME, PodNetwork, PodNetworkStatus};

@@ -115,6 +115,15 @@ impl Cni {
     /// (dropping the future kills the running plugin) or the daemon dies meanwhile. A failed
     /// ADD is rolled back here with DEL of every plugin in reverse order.
     pub async fn setup(&self, pod: &PodNetwork<'_>) -> Result<PodNetworkStatus, NetworkError> {
+        // A leftover attachment under this id (an earlier attempt whose rollback failed) is
+        // released first, so a retry never stacks a second allocation on the first.
+        if self.load(pod.id).await?.is_some() {
+            tracing::info!(
+                id = pod.id,
+                "releasing a leftover network attachment before ADD"
+            );
+            self.teardown(pod.id, Some(pod.netns)).await?;
+        }
         let (conf_dir, bin_dirs) = (self.opts.conf_dir.clone(), self.opts.bin_dirs.clone());
         let list = blocking(move || conf::load_first(&conf_dir, &bin_dirs)).await?;
         let pod_args = PodArgs {
@@ -144,41 +153,16 @@ impl Cni {
             bin_dirs: &self.opts.bin_dirs,
             timeout: self.opts.plugin_timeout,
         };
-        let network = &entry.network;
-        let mut prev: Option<Value> = None;
-        let mut failure = None;
-        for index in 0..network.plugins.len() {
-            let stdin = plugin_stdin(network, index, prev.as_ref(), &entry.runtime_config);
-            match run_plugin(&inv, network, index, &stdin).await {
-                Ok(Some(result)) => prev = Some(result),
-                Ok(None) => unreachable!("ADD always yields a result"),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        let (result, parsed) = match add_all(&inv, &entry).await {
+            Ok(done) => done,
+            Err((err, last_result)) => {
+                self.rollback(pod.id, &entry, last_result.as_ref(), &netns)
+                    .await;
+                return Err(err);
             }
-        }
-        let parsed = match (&failure, &prev) {
-            (None, Some(result)) => match CniResult::parse(result) {
-                Ok(r) => Some(r),
-                Err(reason) => {
-                    failure = Some(NetworkError::InvalidResult {
-                        plugin: network.plugin_type(network.plugins.len() - 1).to_string(),
-                        network: network.name.clone(),
-                        reason,
-                    });
-                    None
-                }
-            },
-            _ => None,
         };
-        if let Some(err) = failure {
-            self.rollback(pod.id, &entry, prev.as_ref(), &netns).await;
-            return Err(err);
-        }
-        let parsed = parsed.expect("a list has at least one plugin");
 
-        entry.result = prev;
+        entry.result = Some(result);
         if let Err(err) = self.store(pod.id, &entry).await {
             self.rollback(pod.id, &entry, entry.result.as_ref(), &netns)
                 .await;
@@ -236,9 +220,8 @@ impl Cni {
     /// CHECK) and lists with "disableCheck" pass without running anything.
     pub async fn check(&self, pod: &PodNetwork<'_>) -> Result<(), NetworkError> {
         let Some(entry) = self.load(pod.id).await? else {
-            return Err(NetworkError::Unsupported {
-                network: String::new(),
-                reason: format!("no network attachment recorded for sandbox {}", pod.id),
+            return Err(NetworkError::NotAttached {
+                id: pod.id.to_string(),
             });
         };
         let network = &entry.network;
@@ -319,6 +302,38 @@ impl Cni {
     }
 }
 
+/// ADD of every plugin in order, each getting the previous one's result. On failure, returns
+/// the error with the last result obtained (what the rollback's DEL gets as prevResult).
+async fn add_all(
+    inv: &Invocation<'_>,
+    entry: &CacheEntry,
+) -> Result<(Value, CniResult), (NetworkError, Option<Value>)> {
+    let network = &entry.network;
+    let mut prev: Option<Value> = None;
+    let mut last_plugin = "";
+    for index in 0..network.plugins.len() {
+        last_plugin = network.plugin_type(index);
+        let stdin = plugin_stdin(network, index, prev.as_ref(), &entry.runtime_config);
+        match run_plugin(inv, network, index, &stdin).await {
+            Ok(Some(result)) => prev = Some(result),
+            Ok(None) => break,
+            Err(e) => return Err((e, prev)),
+        }
+    }
+    let invalid = |reason: String| NetworkError::InvalidResult {
+        plugin: last_plugin.to_string(),
+        network: network.name.clone(),
+        reason,
+    };
+    let Some(result) = prev else {
+        return Err((invalid("no result".into()), None));
+    };
+    match CniResult::parse(&result) {
+        Ok(parsed) => Ok((result, parsed)),
+        Err(reason) => Err((invalid(reason), Some(result))),
+    }
+}
+
 /// Run file-system work (fsync in particular) off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NetworkError> + Send + 'static,
@@ -329,4 +344,180 @@ async fn blocking<T: Send + 'static>(
             source: std::io::Error::other(format!("blocking task failed: {e}")),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A plugin that logs "COMMAND <stdin>" per call and answers ADD with a fixed 0.3.1 or
+    /// 1.0.0 result, so the chaining logic is testable without root.
+    fn setup_dir(version: &str, fail_type: Option<&str>) -> (tempfile::TempDir, Cni) {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let log = tmp.path().join("calls.log");
+        let result = json!({
+            "cniVersion": version,
+            "interfaces": [{"name": "eth0", "sandbox": "/x"}],
+            "ips": [{"version": "6", "address": "fd00::2/64", "interface": 0},
+                    {"version": "4", "address": "10.0.0.2/24", "interface": 0}]
+        });
+        for ty in ["one", "two"] {
+            let body = if Some(ty) == fail_type {
+                format!(
+                    "in=$(cat); echo \"$CNI_COMMAND {ty} $in\" >> {log}\n\
+                     [ \"$CNI_COMMAND\" = DEL ] && exit 0\n\
+                     echo '{{\"code\":100,\"msg\":\"boom\"}}'; exit 1",
+                    log = log.display()
+                )
+            } else {
+                format!(
+                    "in=$(cat); echo \"$CNI_COMMAND {ty} $in\" >> {log}\n\
+                     [ \"$CNI_COMMAND\" = ADD ] && echo '{result}'\nexit 0",
+                    log = log.display()
+                )
+            };
+            let p = bin.join(ty);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let conf = tmp.path().join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        let list = json!({"cniVersion": version, "name": "fake",
+                          "plugins": [{"type": "one"}, {"type": "two", "capabilities": {"dns": true}}]});
+        std::fs::write(conf.join("1.conflist"), list.to_string()).unwrap();
+        let cni = Cni::new(CniOptions {
+            conf_dir: conf,
+            bin_dirs: vec![bin],
+            cache_dir: tmp.path().join("cache"),
+            plugin_timeout: Duration::from_secs(10),
+        });
+        (tmp, cni)
+    }
+
+    /// (command, plugin, stdin) of each call so far.
+    fn calls(tmp: &tempfile::TempDir) -> Vec<(String, String, Value)> {
+        std::fs::read_to_string(tmp.path().join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                let cmd = parts.next().unwrap().to_string();
+                let ty = parts.next().unwrap().to_string();
+                (
+                    cmd,
+                    ty,
+                    serde_json::from_str(parts.next().unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn chaining_status_and_del_with_cached_result() {
+        let (tmp, cni) = setup_dir("1.0.0", None);
+        let dns = DnsConfig {
+            servers: vec!["1.1.1.1".into()],
+            ..Default::default()
+        };
+        let mut pod = PodNetwork::new("sb1", "p", "ns", "u", Path::new("/nonexistent/ns"));
+        pod.dns = Some(&dns);
+        let status = cni.setup(&pod).await.unwrap();
+        assert_eq!(status.ip, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(
+            status.additional_ips,
+            vec!["fd00::2".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(status.network_name, "fake");
+        let c = calls(&tmp);
+        assert_eq!((c[0].0.as_str(), c[0].1.as_str()), ("ADD", "one"));
+        assert!(c[0].2.get("prevResult").is_none());
+        assert!(c[0].2.get("runtimeConfig").is_none());
+        assert_eq!(c[1].2["prevResult"]["ips"][1]["address"], "10.0.0.2/24");
+        assert_eq!(
+            c[1].2["runtimeConfig"],
+            json!({"dns": {"servers": ["1.1.1.1"], "searches": [], "options": []}})
+        );
+
+        cni.check(&pod).await.unwrap();
+        cni.teardown("sb1", None).await.unwrap();
+        let c = calls(&tmp);
+        let dels: Vec<_> = c.iter().filter(|c| c.0 == "DEL").collect();
+        assert_eq!(
+            dels.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(),
+            ["two", "one"]
+        );
+        assert!(
+            dels.iter()
+                .all(|c| c.2["prevResult"]["cniVersion"] == "1.0.0")
+        );
+        assert_eq!(
+            dels[0].2["runtimeConfig"]["dns"]["servers"][0], "1.1.1.1",
+            "DEL gets the cached runtimeConfig"
+        );
+        assert_eq!(c.iter().filter(|c| c.0 == "CHECK").count(), 2);
+        assert!(matches!(
+            cni.check(&pod).await,
+            Err(NetworkError::NotAttached { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn old_lists_get_no_prev_result_on_del_and_skip_check() {
+        let (tmp, cni) = setup_dir("0.3.1", None);
+        let pod = PodNetwork::new("sb2", "p", "ns", "u", Path::new("/nonexistent/ns"));
+        cni.setup(&pod).await.unwrap();
+        cni.check(&pod).await.unwrap();
+        cni.teardown("sb2", None).await.unwrap();
+        let c = calls(&tmp);
+        assert!(c.iter().all(|c| c.0 != "CHECK"));
+        assert!(
+            c.iter()
+                .filter(|c| c.0 == "DEL")
+                .all(|c| c.2.get("prevResult").is_none())
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_first_plugin_is_rolled_back_and_a_retry_releases_leftovers() {
+        let (tmp, cni) = setup_dir("1.0.0", Some("one"));
+        let pod = PodNetwork::new("sb3", "p", "ns", "u", Path::new("/nonexistent/ns"));
+        let err = cni.setup(&pod).await.unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+        let c = calls(&tmp);
+        let seq: Vec<_> = c.iter().map(|c| format!("{} {}", c.0, c.1)).collect();
+        assert_eq!(seq, ["ADD one", "DEL two", "DEL one"]);
+        assert!(cni.cached_ids().unwrap().is_empty());
+
+        // A leftover entry (as after a crash mid-ADD) is DELeted before a new ADD.
+        let (tmp, cni) = setup_dir("1.0.0", None);
+        let list = conf::load_first(&cni.options().conf_dir, &cni.options().bin_dirs).unwrap();
+        let args = PodArgs {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            sandbox_id: "sb4".into(),
+        };
+        let entry = CacheEntry::new(
+            list,
+            args,
+            "eth0".into(),
+            "/gone".into(),
+            RuntimeConfig::default(),
+        );
+        Cache::new(cni.options().cache_dir.clone())
+            .store("sb4", &entry)
+            .unwrap();
+        let pod = PodNetwork::new("sb4", "p", "ns", "u", Path::new("/nonexistent/ns"));
+        cni.setup(&pod).await.unwrap();
+        let seq: Vec<_> = calls(&tmp)
+            .iter()
+            .map(|c| format!("{} {}", c.0, c.1))
+            .collect();
+        assert_eq!(seq, ["DEL two", "DEL one", "ADD one", "ADD two"]);
+        assert_eq!(cni.cached_ids().unwrap(), ["sb4"]);
+    }
 }
