@@ -1,0 +1,107 @@
+//! Errors from spec generation.
+
+use std::path::PathBuf;
+
+/// Why a spec could not be built.
+///
+/// Almost every variant is the caller's fault (a bad CRI request or a bad image config), so
+/// [`SpecError::grpc_code`] maps them to `InvalidArgument`; the exceptions are named there.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("image config has no command (both Entrypoint and Cmd are empty)")]
+    NoCommand,
+
+    #[error("image config has an invalid environment entry {entry:?}: expected KEY=VALUE")]
+    InvalidEnv { entry: String },
+
+    #[error("working directory {dir:?} is not an absolute path")]
+    RelativeWorkingDir { dir: String },
+
+    #[error(
+        "image user {user:?} is not numeric \"uid[:gid]\" and no run_as_user is set \
+         (names cannot be resolved without reading the image's /etc/passwd)"
+    )]
+    NonNumericImageUser { user: String },
+
+    #[error("{field} = {value} is out of range for a Linux id (0..=4294967295)")]
+    InvalidId { field: &'static str, value: i64 },
+
+    #[error("run_as_group is set without run_as_user")]
+    GroupWithoutUser,
+
+    #[error("hostname {hostname:?} is invalid: {reason}")]
+    InvalidHostname {
+        hostname: String,
+        reason: &'static str,
+    },
+
+    #[error("sysctl {key:?} is not namespaced and cannot be set per pod")]
+    SysctlNotNamespaced { key: String },
+
+    #[error(
+        "sysctl {key:?} needs the pod's own {namespace} namespace, but the pod shares the node's"
+    )]
+    SysctlNeedsNamespace {
+        key: String,
+        namespace: &'static str,
+    },
+
+    #[error("sysctl {key:?} is not allowed: {reason}")]
+    SysctlNotAllowed { key: String, reason: &'static str },
+
+    #[error("invalid seccomp profile {profile:?}: {reason}")]
+    InvalidSeccompProfile {
+        profile: String,
+        reason: &'static str,
+    },
+
+    #[error("cannot read Localhost seccomp profile {path:?}: {source}")]
+    SeccompProfileRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot parse Localhost seccomp profile {path:?} as OCI LinuxSeccomp JSON: {source}")]
+    SeccompProfileParse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("invalid DNS config entry {entry:?}: {reason}")]
+    InvalidDns { entry: String, reason: &'static str },
+
+    #[error("user namespace mode {mode} is not supported (only NODE)")]
+    UnsupportedUserNamespace { mode: String },
+}
+
+impl SpecError {
+    /// The gRPC status code a CRI handler should answer with.
+    ///
+    /// Everything is `InvalidArgument` (the request or image is wrong and retrying will not help)
+    /// except a pod user namespace, which is a valid request this runtime does not implement.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            SpecError::UnsupportedUserNamespace { .. } => tonic::Code::Unimplemented,
+            _ => tonic::Code::InvalidArgument,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(
+            SpecError::NoCommand.grpc_code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            SpecError::UnsupportedUserNamespace { mode: "POD".into() }.grpc_code(),
+            tonic::Code::Unimplemented
+        );
+    }
+}
