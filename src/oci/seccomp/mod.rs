@@ -108,10 +108,12 @@ pub fn load_localhost(path: &Path) -> Result<LinuxSeccomp, SpecError> {
 /// Swap `value`/`valueTwo` of every SCMP_CMP_MASKED_EQ argument.
 ///
 /// The OCI spec (and runc, and Docker's profiles) read MASKED_EQ as `(arg & value) == valueTwo`.
-/// libcontainer 0.7 passes `valueTwo` as the mask and `value` as the datum instead, so an OCI
-/// profile's `clone` rule (`value` = CLONE_NEW* mask, `valueTwo` = 0) would never match and every
-/// fork would fail. Profiles are written and stored here in OCI order and converted once, at
-/// the very end, for the libcontainer we link. Drop this when libcontainer reads them like runc.
+/// libcontainer 0.7 passes `valueTwo` as the mask and `value` as the datum instead, and
+/// libseccomp masks the datum too, so an OCI profile's `clone` rule (`value` = CLONE_NEW* mask,
+/// `valueTwo` = 0) becomes `(arg & 0) == 0`: it matches every clone and silently allows
+/// CLONE_NEWUSER (measured; `live_clone_namespace_flags_refused` guards it). Profiles are written
+/// and stored here in OCI order and converted once, at the very end, for the libcontainer we
+/// link. Drop this when libcontainer reads them like runc.
 fn to_libcontainer_arg_order(profile: &mut LinuxSeccomp) {
     let Some(mut syscalls) = profile.syscalls().clone() else {
         return;
