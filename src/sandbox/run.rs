@@ -163,11 +163,15 @@ impl Context {
             resolv_conf: Some(&files.resolv_conf),
             hostname_file: Some(&files.hostname),
             hosts_file: Some(&files.hosts),
+            dev_shm: None,
             cgroups_path: &record.cgroups_path,
             oom_score_adj: self.sandbox_oom_score_adj,
             seccomp_profile_root: &self.config.root.join("seccomp"),
         })
-        .map_err(|e| CriError::InvalidArgument(format!("sandbox spec: {e}")))?;
+        .map_err(|e| match e.grpc_code() {
+            tonic::Code::Unimplemented => CriError::Unimplemented(format!("sandbox spec: {e}")),
+            _ => CriError::InvalidArgument(format!("sandbox spec: {e}")),
+        })?;
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| CriError::Internal(format!("serializing sandbox spec: {e}")))?;
         crate::util::atomic_write(&dir.join("config.json"), &spec_json)
