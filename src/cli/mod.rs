@@ -1,1 +1,5 @@
-//! cli (being written)
+//! The built-in client verbs.
+
+pub mod image;
+
+pub use image::image_import;

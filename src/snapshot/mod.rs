@@ -1,1 +1,53 @@
-//! snapshot (being written)
+//! Overlay snapshots: one directory per unpacked layer (`<root>/snapshots/<n>/fs`, keyed by
+//! chain id in `index.json`), and the overlay mounts that stack them into a container rootfs.
+
+pub mod index;
+pub mod mount;
+pub mod rootfs;
+
+use std::path::PathBuf;
+
+pub use index::{SnapshotEntry, Snapshots, TmpSnapshot};
+pub use mount::{is_mountpoint, mount_overlay, unmount};
+pub use rootfs::{RootfsDirs, prepare_rootfs, remove_rootfs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("snapshot index {path}: {reason}")]
+    Index { path: PathBuf, reason: String },
+    #[error("no lower directories given for the overlay at {target}")]
+    NoLowers { target: PathBuf },
+    #[error("overlay path {path} cannot be used in mount options: {reason}")]
+    BadPath { path: PathBuf, reason: String },
+    #[error(
+        "overlay mount options for {target} are {len} bytes, over the {max}-byte page limit \
+         (too many layers or too long paths)"
+    )]
+    OptionsTooLong { target: PathBuf, len: usize, max: usize },
+    #[error("mounting {what} at {target}: {source}")]
+    Mount {
+        what: String,
+        target: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("unmounting {target}: {source}")]
+    Unmount {
+        target: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl SnapshotError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SnapshotError {
+        let path = path.into();
+        move |source| SnapshotError::Io { path, source }
+    }
+}
