@@ -64,7 +64,11 @@ pub struct Staged {
 
 /// Read the whole archive, streaming blobs into `content`. On error, the blobs created so far
 /// are in `staged.created` of the partially filled value passed in, for the caller to clean.
-pub fn stage(content: &ContentStore, reader: impl Read, staged: &mut Staged) -> Result<(), ImageError> {
+pub fn stage(
+    content: &ContentStore,
+    reader: impl Read,
+    staged: &mut Staged,
+) -> Result<(), ImageError> {
     let mut archive = tar::Archive::new(reader);
     let mut in_memory = 0u64;
     let entries = archive
@@ -104,12 +108,14 @@ pub fn stage(content: &ContentStore, reader: impl Read, staged: &mut Staged) -> 
             };
             let digest = format!("sha256:{hex}");
             if !content.contains(&digest) {
-                let info = content.ingest(&mut entry, Some(&digest)).map_err(|e| match e {
-                    ImageError::DigestMismatch { .. } => {
-                        ImageError::bad_archive(format!("{path}: content does not match its name"))
-                    }
-                    other => other,
-                })?;
+                let info = content
+                    .ingest(&mut entry, Some(&digest))
+                    .map_err(|e| match e {
+                        ImageError::DigestMismatch { .. } => ImageError::bad_archive(format!(
+                            "{path}: content does not match its name"
+                        )),
+                        other => other,
+                    })?;
                 if info.created {
                     staged.created.push(digest.clone());
                 }
@@ -260,7 +266,10 @@ pub fn resolve(
     // Several index entries may name one manifest (one per tag): merge them.
     let mut merged: Vec<ResolvedImage> = Vec::new();
     for img in images.drain(..) {
-        match merged.iter_mut().find(|m| m.config_digest == img.config_digest) {
+        match merged
+            .iter_mut()
+            .find(|m| m.config_digest == img.config_digest)
+        {
             Some(m) => {
                 for t in img.tags {
                     if !m.tags.contains(&t) {
@@ -366,9 +375,14 @@ fn select_manifest(
     }
 }
 
-fn resolve_docker(content: &ContentStore, staged: &mut Staged) -> Result<Vec<ResolvedImage>, ImageError> {
-    let entries: Vec<DockerManifestEntry> =
-        parse_json("manifest.json", &staged.read_small(content, "manifest.json")?)?;
+fn resolve_docker(
+    content: &ContentStore,
+    staged: &mut Staged,
+) -> Result<Vec<ResolvedImage>, ImageError> {
+    let entries: Vec<DockerManifestEntry> = parse_json(
+        "manifest.json",
+        &staged.read_small(content, "manifest.json")?,
+    )?;
     let mut out = Vec::new();
     for e in entries {
         let config_digest = staged.blob(content, &e.config)?;
@@ -388,7 +402,8 @@ fn resolve_docker(content: &ContentStore, staged: &mut Staged) -> Result<Vec<Res
                 Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
                 Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
             };
-            layer_descs.push(serde_json::json!({"mediaType": media_type, "digest": d, "size": size}));
+            layer_descs
+                .push(serde_json::json!({"mediaType": media_type, "digest": d, "size": size}));
             layer_digests.push(d);
         }
         // docker save carries no manifest: synthesise an OCI one so every image has a
@@ -493,7 +508,10 @@ mod tests {
 
     #[test]
     fn archive_paths_are_cleaned() {
-        assert_eq!(clean(Path::new("./blobs/sha256/ab")).unwrap(), "blobs/sha256/ab");
+        assert_eq!(
+            clean(Path::new("./blobs/sha256/ab")).unwrap(),
+            "blobs/sha256/ab"
+        );
         assert_eq!(clean(Path::new("/index.json")).unwrap(), "index.json");
         assert_eq!(clean(Path::new("a/../b")).unwrap(), "b");
         assert!(clean(Path::new("../x")).is_none());
@@ -502,7 +520,10 @@ mod tests {
     #[test]
     fn names_from_annotations_cases() {
         let ann = |pairs: &[(&str, &str)]| {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
         };
         let none = ImportOptions::default();
         assert_eq!(
@@ -510,7 +531,10 @@ mod tests {
             vec!["docker.io/library/busybox:1.36"]
         );
         assert_eq!(
-            names_from_annotations(&ann(&[(ANNOTATION_REF_NAME, "localhost/crius/pause:builtin")]), &none),
+            names_from_annotations(
+                &ann(&[(ANNOTATION_REF_NAME, "localhost/crius/pause:builtin")]),
+                &none
+            ),
             vec!["localhost/crius/pause:builtin"]
         );
         assert!(names_from_annotations(&ann(&[(ANNOTATION_REF_NAME, "3.10")]), &none).is_empty());
@@ -524,7 +548,10 @@ mod tests {
         );
         assert_eq!(
             names_from_annotations(
-                &ann(&[(ANNOTATION_REF_NAME, "3.10"), (ANNOTATION_IMAGE_NAME, "registry.k8s.io/pause:3.10")]),
+                &ann(&[
+                    (ANNOTATION_REF_NAME, "3.10"),
+                    (ANNOTATION_IMAGE_NAME, "registry.k8s.io/pause:3.10")
+                ]),
                 &none
             ),
             vec!["registry.k8s.io/pause:3.10"]

@@ -53,7 +53,12 @@ pub fn archive() -> Vec<u8> {
     let index = serde_json::to_vec(&index).expect("serialising a JSON value");
 
     let mut b = tar::Builder::new(Vec::new());
-    append(&mut b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644);
+    append(
+        &mut b,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    );
     append(&mut b, "index.json", &index, 0o644);
     for blob in [&config, &manifest, &layer] {
         let name = format!("blobs/sha256/{}", &sha256_digest(blob)["sha256:".len()..]);

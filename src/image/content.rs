@@ -271,7 +271,12 @@ mod tests {
         let e = cs.ingest(&b"abd"[..], Some(&d)).unwrap_err();
         assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
         assert!(!cs.contains(&sha256_digest(b"abd")));
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
         cs.delete(&d).unwrap();
         cs.delete(&d).unwrap();
         assert!(!cs.contains(&d));
@@ -287,7 +292,12 @@ mod tests {
         live.write_all(b"partial").unwrap();
         cs.clean_ingest();
         // The live writer's file survives (its flock is held); the leftover is gone.
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            1
+        );
         live.commit(None).unwrap();
     }
 }

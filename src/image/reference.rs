@@ -225,12 +225,18 @@ mod tests {
             ("busybox:1.36", "docker.io/library/busybox:1.36"),
             ("foo/bar", "docker.io/foo/bar:latest"),
             ("docker.io/busybox", "docker.io/library/busybox:latest"),
-            ("index.docker.io/library/busybox", "docker.io/library/busybox:latest"),
+            (
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox:latest",
+            ),
             ("localhost/x", "localhost/x:latest"),
             ("localhost:5000/x:v1", "localhost:5000/x:v1"),
             ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10"),
             ("quay.io/a/b/c:t_1.2-x", "quay.io/a/b/c:t_1.2-x"),
-            ("localhost/crius/pause:builtin", "localhost/crius/pause:builtin"),
+            (
+                "localhost/crius/pause:builtin",
+                "localhost/crius/pause:builtin",
+            ),
             ("my-app__x.y", "docker.io/library/my-app__x.y:latest"),
         ];
         for (i, o) in cases {

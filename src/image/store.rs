@@ -114,7 +114,11 @@ impl ImageStore {
     /// Record an image whose blobs are all in the content store (archive import, or a
     /// registry pull that streamed them in): unpack missing layers, write the record, move
     /// its tags away from other images.
-    pub fn commit_image(&self, img: &ResolvedImage, pinned: bool) -> Result<ImageRecord, ImageError> {
+    pub fn commit_image(
+        &self,
+        img: &ResolvedImage,
+        pinned: bool,
+    ) -> Result<ImageRecord, ImageError> {
         let _lock = self.lock()?;
         self.commit_locked(img, pinned)
     }
@@ -226,10 +230,19 @@ impl ImageStore {
                 reason: format!("uncompressed layer is {actual}, config says {diff_id}"),
             });
         }
-        let entry = self.inner.snapshots.commit(tmp, chain_id, parent, diff_id)?;
-        tracing::info!(layer = layer_digest, snapshot = entry.id, ?compression,
-            entries = stats.entries, bytes = stats.bytes, elapsed_ms = started.elapsed().as_millis() as u64,
-            "layer unpacked");
+        let entry = self
+            .inner
+            .snapshots
+            .commit(tmp, chain_id, parent, diff_id)?;
+        tracing::info!(
+            layer = layer_digest,
+            snapshot = entry.id,
+            ?compression,
+            entries = stats.entries,
+            bytes = stats.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "layer unpacked"
+        );
         Ok(())
     }
 
@@ -260,7 +273,8 @@ impl ImageStore {
         if is_hex64(hex) {
             return Ok(Lookup::Id(format!("sha256:{hex}")));
         }
-        if hex.len() >= MIN_ID_PREFIX && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex.len() >= MIN_ID_PREFIX && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             let matches: Vec<_> = self
                 .inner
                 .records
@@ -428,7 +442,11 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-fn walk_usage(dir: &Path, seen: &mut HashSet<(u64, u64)>, usage: &mut FsUsage) -> Result<(), ImageError> {
+fn walk_usage(
+    dir: &Path,
+    seen: &mut HashSet<(u64, u64)>,
+    usage: &mut FsUsage,
+) -> Result<(), ImageError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -437,7 +455,9 @@ fn walk_usage(dir: &Path, seen: &mut HashSet<(u64, u64)>, usage: &mut FsUsage) -
     for e in entries {
         let Ok(e) = e else { continue };
         // Entries can vanish under a concurrent remove; skip them.
-        let Ok(m) = e.path().symlink_metadata() else { continue };
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
         if seen.insert((m.dev(), m.ino())) {
             usage.used_bytes += m.blocks() * 512;
             usage.inodes_used += 1;

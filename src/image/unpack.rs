@@ -44,7 +44,11 @@ pub struct UnpackStats {
 /// Unpack the uncompressed layer tar `reader` into `dest`, an existing empty directory.
 /// `layer` names the layer in errors. On error `dest` is left partially filled: the caller
 /// owns it and removes it (snapshots are only published after a successful unpack).
-pub fn unpack_layer(reader: impl Read, dest: &Path, layer: &str) -> Result<UnpackStats, ImageError> {
+pub fn unpack_layer(
+    reader: impl Read,
+    dest: &Path,
+    layer: &str,
+) -> Result<UnpackStats, ImageError> {
     let root = open_dir(dest).map_err(ImageError::io(dest))?;
     let mut u = Unpacker {
         root,
@@ -111,8 +115,9 @@ impl Unpacker {
             if !kind.is_dir() {
                 return Err(self.err(&raw, "the layer root must be a directory"));
             }
-            let fd = self.root.try_clone().map_err(|e| self.err(&raw, e.to_string()))?;
-            self.apply_dir_meta(&raw, &fd, &meta)?;
+            // The root is held as O_PATH; f*chown/f*chmod need a real descriptor.
+            let fd = reopen_dir(&self.root).map_err(|e| self.err(&raw, e.to_string()))?;
+            self.apply_meta_fd(&raw, &fd, &meta)?;
             self.dir_times.push((Vec::new(), meta.mtime));
             return Ok(());
         };
@@ -148,9 +153,14 @@ impl Unpacker {
             if !exists_as_dir {
                 mkdirat(pfd, name, 0o700).map_err(|e| self.err(&raw, format!("mkdir: {e}")))?;
             }
-            let dir = openat(pfd, name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)
-                .map_err(|e| self.err(&raw, format!("opening new directory: {e}")))?;
-            self.apply_dir_meta(&raw, &dir, &meta)?;
+            let dir = openat(
+                pfd,
+                name,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(|e| self.err(&raw, format!("opening new directory: {e}")))?;
+            self.apply_meta_fd(&raw, &dir, &meta)?;
             self.dir_times.push((comps.clone(), meta.mtime));
         } else if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
             let fd = openat(
@@ -184,20 +194,23 @@ impl Unpacker {
                 .map_err(|err| self.err(&raw, err.to_string()))?
                 .ok_or_else(|| self.err(&raw, "hardlink without a target"))?
                 .into_owned();
-            let tcomps = clean_path(&target, true)
-                .map_err(|r| self.err(&raw, format!("hardlink target {}: {r}", target.display())))?;
+            let tcomps = clean_path(&target, true).map_err(|r| {
+                self.err(&raw, format!("hardlink target {}: {r}", target.display()))
+            })?;
             let Some((tname, tparent)) = tcomps.split_last() else {
                 return Err(self.err(&raw, "hardlink to the layer root"));
             };
             let tparent = self.open_parent(tparent, false, &raw).map_err(|_| {
                 self.err(
                     &raw,
-                    format!("hardlink target {} is not inside the layer", target.display()),
+                    format!(
+                        "hardlink target {} is not inside the layer",
+                        target.display()
+                    ),
                 )
             })?;
-            linkat(tparent.as_raw_fd(), tname, pfd, name).map_err(|e| {
-                self.err(&raw, format!("hardlink to {}: {e}", target.display()))
-            })?;
+            linkat(tparent.as_raw_fd(), tname, pfd, name)
+                .map_err(|e| self.err(&raw, format!("hardlink to {}: {e}", target.display())))?;
         } else if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
             let (ftype, dev) = if kind.is_fifo() {
                 (libc::S_IFIFO, 0)
@@ -222,10 +235,18 @@ impl Unpacker {
 
     /// Resolve `comps` below the snapshot root to an O_PATH directory descriptor, creating
     /// missing directories (0755, like tar) when `create`.
-    fn open_parent(&self, comps: &[OsString], create: bool, raw: &Path) -> Result<OwnedFd, ImageError> {
+    fn open_parent(
+        &self,
+        comps: &[OsString],
+        create: bool,
+        raw: &Path,
+    ) -> Result<OwnedFd, ImageError> {
         let flags = libc::O_PATH | libc::O_DIRECTORY;
         if comps.is_empty() {
-            return self.root.try_clone().map_err(|e| self.err(raw, e.to_string()));
+            return self
+                .root
+                .try_clone()
+                .map_err(|e| self.err(raw, e.to_string()));
         }
         let full: PathBuf = comps.iter().collect();
         match openat2(self.root.as_raw_fd(), full.as_os_str(), flags, RESOLVE) {
@@ -234,7 +255,10 @@ impl Unpacker {
             Err(e) => return Err(self.resolve_err(raw, &full, e)),
         }
         // Slow path: walk and create one component at a time, each step confined the same way.
-        let mut cur = self.root.try_clone().map_err(|e| self.err(raw, e.to_string()))?;
+        let mut cur = self
+            .root
+            .try_clone()
+            .map_err(|e| self.err(raw, e.to_string()))?;
         for c in comps {
             let next = match openat2(cur.as_raw_fd(), c, flags, RESOLVE) {
                 Ok(fd) => fd,
@@ -263,7 +287,13 @@ impl Unpacker {
 
     /// Make room for a new entry `name`. Returns true if a directory is already there and the
     /// new entry is a directory too (it is then kept: later entries only update metadata).
-    fn remove_existing(&self, parent: &OwnedFd, name: &OsStr, new_is_dir: bool, raw: &Path) -> Result<bool, ImageError> {
+    fn remove_existing(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        new_is_dir: bool,
+        raw: &Path,
+    ) -> Result<bool, ImageError> {
         let st = match fstatat_nofollow(parent.as_raw_fd(), name) {
             Ok(st) => st,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
@@ -277,10 +307,6 @@ impl Unpacker {
         unlinkat(parent.as_raw_fd(), name, flags)
             .map_err(|e| self.err(raw, format!("replacing existing entry: {e}")))?;
         Ok(false)
-    }
-
-    fn apply_dir_meta(&self, raw: &Path, fd: &OwnedFd, meta: &Meta) -> Result<(), ImageError> {
-        self.apply_meta_fd(raw, fd, meta)
     }
 
     /// Owner, then mode (chown clears set-id bits), then xattrs, on an open descriptor.
@@ -301,12 +327,21 @@ impl Unpacker {
 
     /// Metadata for entries that cannot be opened (symlinks, device nodes): the *at variants
     /// with AT_SYMLINK_NOFOLLOW relative to the parent descriptor.
-    fn apply_meta_nofollow(&self, raw: &Path, parent: &OwnedFd, name: &OsStr, meta: &Meta, chmod: bool) -> Result<(), ImageError> {
+    fn apply_meta_nofollow(
+        &self,
+        raw: &Path,
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), ImageError> {
         let p = parent.as_raw_fd();
         let c = cstr(name).map_err(|e| self.err(raw, e.to_string()))?;
         // SAFETY: c is NUL-terminated; p is a directory descriptor we own.
-        cvt(unsafe { libc::fchownat(p, c.as_ptr(), meta.uid, meta.gid, libc::AT_SYMLINK_NOFOLLOW) })
-            .map_err(|e| self.err(raw, format!("chown: {e}")))?;
+        cvt(unsafe {
+            libc::fchownat(p, c.as_ptr(), meta.uid, meta.gid, libc::AT_SYMLINK_NOFOLLOW)
+        })
+        .map_err(|e| self.err(raw, format!("chown: {e}")))?;
         if chmod {
             // fchmodat cannot take AT_SYMLINK_NOFOLLOW on Linux; `name` is a device node or
             // FIFO we just created in a descriptor-resolved parent, never a symlink.
@@ -395,7 +430,10 @@ fn read_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
         tv_nsec: 0,
     };
     let mut xattrs = Vec::new();
-    if let Some(exts) = e.pax_extensions().map_err(|e| format!("bad PAX header: {e}"))? {
+    if let Some(exts) = e
+        .pax_extensions()
+        .map_err(|e| format!("bad PAX header: {e}"))?
+    {
         for ext in exts {
             let ext = ext.map_err(|e| format!("bad PAX header: {e}"))?;
             let Ok(key) = ext.key() else { continue };
@@ -474,7 +512,12 @@ fn cstr(s: &OsStr) -> std::io::Result<CString> {
 fn open_dir(p: &Path) -> std::io::Result<OwnedFd> {
     let c = cstr(p.as_os_str())?;
     // SAFETY: c is NUL-terminated; the returned descriptor is owned below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -484,13 +527,30 @@ fn open_dir(p: &Path) -> std::io::Result<OwnedFd> {
 
 /// A readable descriptor for a directory held as O_PATH (f*xattr refuses O_PATH fds).
 fn reopen_dir(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
-    openat(fd.as_raw_fd(), OsStr::new("."), libc::O_RDONLY | libc::O_DIRECTORY, 0)
+    openat(
+        fd.as_raw_fd(),
+        OsStr::new("."),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )
 }
 
-fn openat(dir: RawFd, name: &OsStr, flags: libc::c_int, mode: libc::mode_t) -> std::io::Result<OwnedFd> {
+fn openat(
+    dir: RawFd,
+    name: &OsStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> std::io::Result<OwnedFd> {
     let c = cstr(name)?;
     // SAFETY: c is NUL-terminated; dir is a valid descriptor.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -500,7 +560,12 @@ fn openat(dir: RawFd, name: &OsStr, flags: libc::c_int, mode: libc::mode_t) -> s
 
 /// openat2(2) through the raw syscall (nix 0.29 has no wrapper). EAGAIN (a concurrent rename
 /// under RESOLVE_IN_ROOT) is retried.
-pub(crate) fn openat2(dir: RawFd, path: &OsStr, flags: libc::c_int, resolve: u64) -> std::io::Result<OwnedFd> {
+pub(crate) fn openat2(
+    dir: RawFd,
+    path: &OsStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> std::io::Result<OwnedFd> {
     let c = cstr(path)?;
     // SAFETY: open_how is plain old data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -583,4 +648,4 @@ fn fsetxattr(fd: RawFd, key: &str, value: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -127,7 +127,9 @@ impl Snapshots {
 
     /// A fresh temp snapshot directory (`tmp-<random>/fs`, mode 0755).
     pub fn prepare(&self) -> Result<TmpSnapshot, SnapshotError> {
-        let dir = self.dir.join(format!("{TMP_PREFIX}{}", crate::util::new_id()));
+        let dir = self
+            .dir
+            .join(format!("{TMP_PREFIX}{}", crate::util::new_id()));
         std::fs::create_dir(&dir).map_err(SnapshotError::io(&dir))?;
         let tmp = TmpSnapshot {
             dir,
@@ -225,7 +227,14 @@ mod tests {
         let t2dir = t2.dir.clone();
         assert_eq!(s.commit(t2, "sha256:c1", None, "sha256:d1").unwrap().id, 1);
         drop(t2dir);
-        let e2 = s.commit(s.prepare().unwrap(), "sha256:c2", Some("sha256:c1"), "sha256:d2").unwrap();
+        let e2 = s
+            .commit(
+                s.prepare().unwrap(),
+                "sha256:c2",
+                Some("sha256:c1"),
+                "sha256:d2",
+            )
+            .unwrap();
         assert_eq!(e2.id, 2);
 
         // Crash leftovers: a temp dir, a renamed-but-unindexed dir.

@@ -29,7 +29,11 @@ pub enum SnapshotError {
         "overlay mount options for {target} are {len} bytes, over the {max}-byte page limit \
          (too many layers or too long paths)"
     )]
-    OptionsTooLong { target: PathBuf, len: usize, max: usize },
+    OptionsTooLong {
+        target: PathBuf,
+        len: usize,
+        max: usize,
+    },
     #[error("mounting {what} at {target}: {source}")]
     Mount {
         what: String,

