@@ -32,3 +32,21 @@ pub fn image_import(root: &Path, file: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_a_file_into_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("pause.tar");
+        std::fs::write(&file, crate::image::builtin::archive()).unwrap();
+        let root = tmp.path().join("root");
+        image_import(&root, &file).unwrap();
+        let store = ImageStore::open(&root).unwrap();
+        assert!(store.get(crate::image::builtin::REFERENCE).unwrap().is_some());
+        let e = image_import(&root, &tmp.path().join("missing.tar")).unwrap_err();
+        assert!(format!("{e:#}").contains("missing.tar"), "{e:#}");
+    }
+}

@@ -154,11 +154,11 @@ impl ContentStore {
         };
         for e in entries.flatten() {
             let path = e.path();
-            if let Ok(f) = File::open(&path) {
-                if try_flock(&f) {
-                    tracing::debug!(path = %path.display(), "removing abandoned ingest file");
-                    let _ = std::fs::remove_file(&path);
-                }
+            if let Ok(f) = File::open(&path)
+                && try_flock(&f)
+            {
+                tracing::debug!(path = %path.display(), "removing abandoned ingest file");
+                let _ = std::fs::remove_file(&path);
             }
         }
     }

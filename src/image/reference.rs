@@ -83,10 +83,10 @@ pub fn parse(r: &str) -> Result<Reference, ImageError> {
         }
         None => (rest, None),
     };
-    if let Some(t) = &tag {
-        if !valid_tag(t) {
-            return Err(invalid("invalid tag"));
-        }
+    if let Some(t) = &tag
+        && !valid_tag(t)
+    {
+        return Err(invalid("invalid tag"));
     }
     if name.is_empty() {
         return Err(invalid("empty repository name"));
@@ -197,10 +197,10 @@ fn valid_domain(d: &str) -> bool {
         Some((h, p)) => (h, Some(p)),
         None => (d, None),
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()))
+    {
+        return false;
     }
     !host.is_empty()
         && host.split('.').all(|l| {

@@ -260,10 +260,10 @@ impl ImageStore {
             }
         };
         for d in digests {
-            if !referenced.contains(d) {
-                if let Err(e) = self.inner.content.delete(d) {
-                    tracing::warn!(blob = %d, error = %e, "removing unreferenced blob");
-                }
+            if !referenced.contains(d)
+                && let Err(e) = self.inner.content.delete(d)
+            {
+                tracing::warn!(blob = %d, error = %e, "removing unreferenced blob");
             }
         }
     }
@@ -333,15 +333,15 @@ impl ImageStore {
         let Some(mut rec) = self.find(&lookup)? else {
             return Err(ImageError::NotFound(reference_or_id.to_string()));
         };
-        if let Lookup::Tag(t) = &lookup {
-            if rec.repo_tags.len() > 1 {
-                rec.repo_tags.retain(|x| x != t);
-                retain_digests_of_tagged_repos(&mut rec);
-                rec.updated_nanos = crate::util::now_nanos();
-                self.inner.records.save(&rec)?;
-                tracing::info!(image = %rec.id, tag = %t, "tag removed");
-                return Ok(());
-            }
+        if let Lookup::Tag(t) = &lookup
+            && rec.repo_tags.len() > 1
+        {
+            rec.repo_tags.retain(|x| x != t);
+            retain_digests_of_tagged_repos(&mut rec);
+            rec.updated_nanos = crate::util::now_nanos();
+            self.inner.records.save(&rec)?;
+            tracing::info!(image = %rec.id, tag = %t, "tag removed");
+            return Ok(());
         }
         // Record first: if we crash below, the leftovers are unreferenced and harmless.
         self.inner.records.delete(&rec.id)?;
@@ -395,10 +395,10 @@ impl ImageStore {
 
     /// Import the built-in pause image unless it is present; it is pinned.
     pub fn ensure_builtin(&self) -> Result<ImageRecord, ImageError> {
-        if let Some(rec) = self.get(builtin::REFERENCE)? {
-            if rec.pinned {
-                return Ok(rec);
-            }
+        if let Some(rec) = self.get(builtin::REFERENCE)?
+            && rec.pinned
+        {
+            return Ok(rec);
         }
         let opts = ImportOptions {
             base_name: None,

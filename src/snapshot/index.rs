@@ -53,10 +53,10 @@ impl TmpSnapshot {
 
 impl Drop for TmpSnapshot {
     fn drop(&mut self) {
-        if !self.committed {
-            if let Err(e) = crate::util::remove_dir_all_if_exists(&self.dir) {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "removing unfinished snapshot");
-            }
+        if !self.committed
+            && let Err(e) = crate::util::remove_dir_all_if_exists(&self.dir)
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "removing unfinished snapshot");
         }
     }
 }

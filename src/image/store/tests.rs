@@ -557,3 +557,33 @@ fn concurrent_imports_serialise() {
     assert_eq!(s.list().unwrap().len(), 4);
     assert_eq!(s.inner.snapshots.list().unwrap().len(), 5);
 }
+
+/// Root test: the built-in image's snapshots stack into a rootfs whose /pause runs.
+#[test]
+fn builtin_image_mounts_and_pause_runs() {
+    use crate::snapshot::{is_mountpoint, prepare_rootfs, remove_rootfs};
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = remove_rootfs(&self.0);
+        }
+    }
+    let (tmp, s) = store();
+    let rec = s.ensure_builtin().unwrap();
+    let base = tmp.path().join("ctr");
+    let _c = Cleanup(base.clone());
+    let dirs = prepare_rootfs(&s.snapshot_dirs(&rec).unwrap(), &base).unwrap();
+    assert!(is_mountpoint(&dirs.merged));
+    let mut child = std::process::Command::new("chroot")
+        .arg(&dirs.merged)
+        .arg("/pause")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "pause keeps running");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    remove_rootfs(&base).unwrap();
+    assert!(!dirs.merged.exists());
+}
