@@ -45,7 +45,12 @@ mod tests {
         let root = tmp.path().join("root");
         image_import(&root, &file).unwrap();
         let store = ImageStore::open(&root).unwrap();
-        assert!(store.get(crate::image::builtin::REFERENCE).unwrap().is_some());
+        assert!(
+            store
+                .get(crate::image::builtin::REFERENCE)
+                .unwrap()
+                .is_some()
+        );
         let e = image_import(&root, &tmp.path().join("missing.tar")).unwrap_err();
         assert!(format!("{e:#}").contains("missing.tar"), "{e:#}");
     }
