@@ -46,6 +46,8 @@ pub async fn find_leaks(d: &TestDaemon) -> Vec<String> {
         d.state().join("netns"),
         d.root().join("sandboxes"),
         d.state().join("monitors"),
+        // The daemon keeps monitor dirs under a short name (unix socket paths are limited).
+        d.state().join("m"),
         d.state().join("runtime"),
     ] {
         for entry in dir_entries(&dir) {
