@@ -12,7 +12,9 @@ fn main() {
         .build_client(false)
         .build_server(false)
         .compile_protos(&["proto/monitor.proto"], &["proto/"])
-        .expect("compile proto/monitor.proto (is protoc installed? apt-get install protobuf-compiler)");
+        .expect(
+            "compile proto/monitor.proto (is protoc installed? apt-get install protobuf-compiler)",
+        );
 
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let pause = out.join("crius-pause");
@@ -23,5 +25,8 @@ fn main() {
         .arg("hack/pause/pause.c")
         .status()
         .expect("run the C compiler for hack/pause/pause.c");
-    assert!(status.success(), "building the static pause binary failed (needs libc6-dev for libc.a)");
+    assert!(
+        status.success(),
+        "building the static pause binary failed (needs libc6-dev for libc.a)"
+    );
 }

@@ -15,9 +15,15 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/crius/config.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("config: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
 }
@@ -45,7 +51,9 @@ impl std::str::FromStr for CgroupDriver {
         match s {
             "cgroupfs" => Ok(CgroupDriver::Cgroupfs),
             "systemd" => Ok(CgroupDriver::Systemd),
-            other => Err(format!("unknown cgroup driver {other:?} (cgroupfs or systemd)")),
+            other => Err(format!(
+                "unknown cgroup driver {other:?} (cgroupfs or systemd)"
+            )),
         }
     }
 }
@@ -226,13 +234,17 @@ mod tests {
     fn unknown_key_is_named() {
         let e = Config::parse("rooot = \"/x\"\n").unwrap_err().to_string();
         assert!(e.contains("rooot"), "{e}");
-        let e = Config::parse("[cni]\nbin_dir = \"/x\"\n").unwrap_err().to_string();
+        let e = Config::parse("[cni]\nbin_dir = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bin_dir"), "{e}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = Config::parse("cgroup_driver = \"foo\"\n").unwrap_err().to_string();
+        let e = Config::parse("cgroup_driver = \"foo\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cgroup_driver") || e.contains("foo"), "{e}");
         let c = Config::parse("cgroup_driver = \"systemd\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();

@@ -67,7 +67,9 @@ impl Rollback {
                     .kill_sandbox_container(id)
                     .await
                     .map_err(|e| e.to_string()),
-                Undo::Unpin { path } => crate::network::netns::unpin(path).map_err(|e| e.to_string()),
+                Undo::Unpin { path } => {
+                    crate::network::netns::unpin(path).map_err(|e| e.to_string())
+                }
                 Undo::CniTeardown { id, netns } => ctx
                     .cni
                     .teardown(id, Some(netns))

@@ -59,8 +59,7 @@ impl Context {
         runtime_handler: String,
     ) -> CriResult<String> {
         validate(&config)?;
-        if !runtime_handler.is_empty() && runtime_handler != "crius" && runtime_handler != "runc"
-        {
+        if !runtime_handler.is_empty() && runtime_handler != "crius" && runtime_handler != "runc" {
             return Err(CriError::InvalidArgument(format!(
                 "unknown runtime handler {runtime_handler:?}"
             )));

@@ -61,14 +61,17 @@ pub fn cri_state(state: SandboxState) -> cri::PodSandboxState {
 
 pub fn status_of(record: &SandboxRecord) -> cri::PodSandboxStatus {
     let config = &record.config;
-    let network = record.network.as_ref().map(|n| cri::PodSandboxNetworkStatus {
-        ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        additional_ips: n
-            .additional_ips
-            .iter()
-            .map(|ip| cri::PodIp { ip: ip.to_string() })
-            .collect(),
-    });
+    let network = record
+        .network
+        .as_ref()
+        .map(|n| cri::PodSandboxNetworkStatus {
+            ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            additional_ips: n
+                .additional_ips
+                .iter()
+                .map(|ip| cri::PodIp { ip: ip.to_string() })
+                .collect(),
+        });
     let options = config
         .linux
         .as_ref()

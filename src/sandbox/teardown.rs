@@ -51,7 +51,9 @@ impl Context {
         self.cni
             .teardown(id, pinned.then_some(netns.as_path()))
             .await
-            .map_err(|e| CriError::internal(format!("tearing down the network of sandbox {id}"), e))?;
+            .map_err(|e| {
+                CriError::internal(format!("tearing down the network of sandbox {id}"), e)
+            })?;
         crate::network::netns::unpin(&netns)
             .map_err(|e| CriError::internal(format!("unpinning netns of sandbox {id}"), e))
     }

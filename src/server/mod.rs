@@ -149,7 +149,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .add_service(RuntimeServiceServer::new(runtime::Runtime::new(ctx.clone())))
+        .add_service(RuntimeServiceServer::new(runtime::Runtime::new(
+            ctx.clone(),
+        )))
         .add_service(ImageServiceServer::new(image::Images::new(ctx.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await

@@ -56,7 +56,9 @@ impl RuntimeService for Runtime {
             .run_pod_sandbox(config, req.runtime_handler)
             .await?;
         tracing::Span::current().record("id", id.as_str());
-        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     #[tracing::instrument(name = "StopPodSandbox", skip_all, fields(id = %req.get_ref().pod_sandbox_id))]

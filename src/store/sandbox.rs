@@ -198,7 +198,9 @@ impl SandboxStore {
     where
         F: FnOnce(&mut SandboxRecord),
     {
-        let mut record = self.get(id).ok_or_else(|| StoreError::NotFound(id.into()))?;
+        let mut record = self
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.into()))?;
         change(&mut record);
         self.persist(&record)?;
         let mut inner = self.inner.write().expect("store lock");
@@ -226,10 +228,7 @@ impl SandboxStore {
         if inner.records.contains_key(id_or_prefix) {
             return Some(id_or_prefix.to_string());
         }
-        let mut found = inner
-            .records
-            .keys()
-            .filter(|k| k.starts_with(id_or_prefix));
+        let mut found = inner.records.keys().filter(|k| k.starts_with(id_or_prefix));
         match (found.next(), found.next()) {
             (Some(only), None) => Some(only.clone()),
             _ => None,
