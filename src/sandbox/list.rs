@@ -34,10 +34,10 @@ fn matches(r: &crate::store::SandboxRecord, filter: Option<&cri::PodSandboxFilte
     if !f.id.is_empty() && !r.id.starts_with(&f.id) {
         return false;
     }
-    if let Some(state) = &f.state {
-        if cri_state(r.state) as i32 != state.state {
-            return false;
-        }
+    if let Some(state) = &f.state
+        && cri_state(r.state) as i32 != state.state
+    {
+        return false;
     }
     f.label_selector
         .iter()

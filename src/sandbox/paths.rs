@@ -7,7 +7,7 @@ impl Context {
     /// `<root>/sandboxes/<id>`: record, bundle config.json, overlay upper/work and the rootfs
     /// mount point, resolv.conf, hostname and hosts.
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
-        self.sandboxes.sandbox_dir(id)
+        self.sandboxes.dir_of(id)
     }
 
     /// `<state>/m/<id>`: the monitor's control socket and exit file. Short on purpose: a unix

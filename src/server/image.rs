@@ -124,17 +124,17 @@ impl ImageService for Images {
             })
             .await?;
         let mut info = std::collections::HashMap::new();
-        if req.verbose {
-            if let Some(i) = &image {
-                info.insert(
-                    "info".to_string(),
-                    serde_json::json!({
-                        "id": i.id, "manifestDigest": i.manifest_digest,
-                        "chainIds": i.chain_ids, "imageSpec": i.config,
-                    })
-                    .to_string(),
-                );
-            }
+        if req.verbose
+            && let Some(i) = &image
+        {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({
+                    "id": i.id, "manifestDigest": i.manifest_digest,
+                    "chainIds": i.chain_ids, "imageSpec": i.config,
+                })
+                .to_string(),
+            );
         }
         Ok(Response::new(cri::ImageStatusResponse {
             image: image.as_ref().map(|i| to_cri(i, &sandbox_image)),
@@ -185,9 +185,11 @@ impl ImageService for Images {
             fs_id: Some(cri::FilesystemIdentifier {
                 mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
             }),
-            used_bytes: Some(cri::UInt64Value { value: usage.bytes }),
+            used_bytes: Some(cri::UInt64Value {
+                value: usage.used_bytes,
+            }),
             inodes_used: Some(cri::UInt64Value {
-                value: usage.inodes,
+                value: usage.inodes_used,
             }),
         };
         Ok(Response::new(cri::ImageFsInfoResponse {

@@ -1,9 +1,11 @@
 //! Metadata records, persisted crash-safely and held in memory for fast reads.
 //!
-//! One directory per sandbox under `<root>/sandboxes/<id>/` holds its `record.json` (written with
-//! write-temp + fsync + rename) next to the sandbox's bundle and overlay dirs, so removing a
-//! sandbox is removing one directory. The record carries a schema version.
+//! One directory per object (`<root>/sandboxes/<id>/`, `<root>/containers/<id>/`) holds its
+//! `record.json` next to the object's bundle and overlay dirs, so removing an object is removing
+//! one directory. Records carry a schema version.
 
+pub mod records;
 pub mod sandbox;
 
-pub use sandbox::{SandboxRecord, SandboxState, SandboxStore, StoreError};
+pub use records::{Record, RecordStore, StoreError};
+pub use sandbox::{SandboxRecord, SandboxState, SandboxStore};

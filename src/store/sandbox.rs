@@ -1,34 +1,12 @@
-//! Pod sandbox records and the name reservations that keep two RunPodSandbox calls for the same
-//! pod from both succeeding.
+//! Pod sandbox records.
 
+use super::records::{Record, RecordStore};
 use crate::network::PodNetworkStatus;
 use k8s_cri::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
 
 pub const RECORD_VERSION: u32 = 1;
-const RECORD_FILE: &str = "record.json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("pod sandbox name {name:?} is reserved for {id}")]
-    NameReserved { name: String, id: String },
-    #[error("pod sandbox {0} not found")]
-    NotFound(String),
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("record {path}: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
 
 /// Lifecycle of a sandbox as CRI sees it, plus `Creating` for a RunPodSandbox in flight (shown to
 /// kubelet as NotReady; after a crash it stays NotReady so Stop/Remove clean up).
@@ -75,198 +53,22 @@ pub fn sandbox_name(meta: &k8s_cri::v1::PodSandboxMetadata) -> String {
     )
 }
 
-#[derive(Default)]
-struct Inner {
-    records: HashMap<String, SandboxRecord>,
-    names: HashMap<String, String>,
-}
-
-/// All sandbox records. Cloning shares the same store.
-#[derive(Clone)]
-pub struct SandboxStore {
-    dir: PathBuf,
-    inner: Arc<RwLock<Inner>>,
-}
-
-impl SandboxStore {
-    /// Open the store and load every record. Directories without a readable record are left
-    /// for the caller to clean (returned as orphans): they are what a crash between mkdir and
-    /// the first record write leaves.
-    pub fn open(dir: &Path) -> Result<(SandboxStore, Vec<PathBuf>), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            action: "creating",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let mut inner = Inner::default();
-        let mut orphans = Vec::new();
-        let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Io {
-            action: "reading",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let file = path.join(RECORD_FILE);
-            let record = match std::fs::read(&file) {
-                Ok(bytes) => match serde_json::from_slice::<SandboxRecord>(&bytes) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(path = %file.display(), error = %e, "unreadable sandbox record");
-                        orphans.push(path);
-                        continue;
-                    }
-                },
-                Err(_) => {
-                    orphans.push(path);
-                    continue;
-                }
-            };
-            inner.names.insert(record.name.clone(), record.id.clone());
-            inner.records.insert(record.id.clone(), record);
-        }
-        Ok((
-            SandboxStore {
-                dir: dir.to_path_buf(),
-                inner: Arc::new(RwLock::new(inner)),
-            },
-            orphans,
-        ))
+impl Record for SandboxRecord {
+    fn id(&self) -> &str {
+        &self.id
     }
-
-    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
-    }
-
-    /// Reserve the name and persist the first record, atomically with respect to other callers:
-    /// a second RunPodSandbox for the same pod gets `NameReserved` with the first one's id.
-    pub fn create(&self, record: SandboxRecord) -> Result<(), StoreError> {
-        {
-            let mut inner = self.inner.write().expect("store lock");
-            if let Some(id) = inner.names.get(&record.name) {
-                return Err(StoreError::NameReserved {
-                    name: record.name.clone(),
-                    id: id.clone(),
-                });
-            }
-            inner.names.insert(record.name.clone(), record.id.clone());
-        }
-        let dir = self.sandbox_dir(&record.id);
-        let result = std::fs::create_dir_all(&dir)
-            .map_err(|source| StoreError::Io {
-                action: "creating",
-                path: dir.clone(),
-                source,
-            })
-            .and_then(|_| self.persist(&record));
-        match result {
-            Ok(()) => {
-                let mut inner = self.inner.write().expect("store lock");
-                inner.records.insert(record.id.clone(), record);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                self.inner
-                    .write()
-                    .expect("store lock")
-                    .names
-                    .remove(&record.name);
-                Err(e)
-            }
-        }
-    }
-
-    fn persist(&self, record: &SandboxRecord) -> Result<(), StoreError> {
-        let path = self.sandbox_dir(&record.id).join(RECORD_FILE);
-        let bytes = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        crate::util::atomic_write(&path, &bytes).map_err(|source| StoreError::Io {
-            action: "writing",
-            path,
-            source,
-        })
-    }
-
-    /// Change a record: the change is on disk before it is visible in memory.
-    pub fn update<F>(&self, id: &str, change: F) -> Result<SandboxRecord, StoreError>
-    where
-        F: FnOnce(&mut SandboxRecord),
-    {
-        let mut record = self
-            .get(id)
-            .ok_or_else(|| StoreError::NotFound(id.into()))?;
-        change(&mut record);
-        self.persist(&record)?;
-        let mut inner = self.inner.write().expect("store lock");
-        if inner.records.contains_key(id) {
-            inner.records.insert(id.to_string(), record.clone());
-        }
-        Ok(record)
-    }
-
-    pub fn get(&self, id: &str) -> Option<SandboxRecord> {
-        self.inner
-            .read()
-            .expect("store lock")
-            .records
-            .get(id)
-            .cloned()
-    }
-
-    /// Find a sandbox by full id or unique id prefix (as crictl users type them).
-    pub fn resolve(&self, id_or_prefix: &str) -> Option<String> {
-        if id_or_prefix.is_empty() {
-            return None;
-        }
-        let inner = self.inner.read().expect("store lock");
-        if inner.records.contains_key(id_or_prefix) {
-            return Some(id_or_prefix.to_string());
-        }
-        let mut found = inner.records.keys().filter(|k| k.starts_with(id_or_prefix));
-        match (found.next(), found.next()) {
-            (Some(only), None) => Some(only.clone()),
-            _ => None,
-        }
-    }
-
-    pub fn list(&self) -> Vec<SandboxRecord> {
-        self.inner
-            .read()
-            .expect("store lock")
-            .records
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// Drop the record and release the name. The caller has already removed everything the
-    /// sandbox owned; this removes its directory last.
-    pub fn delete(&self, id: &str) -> Result<(), StoreError> {
-        let dir = self.sandbox_dir(id);
-        crate::util::remove_dir_all_if_exists(&dir).map_err(|source| StoreError::Io {
-            action: "removing",
-            path: dir,
-            source,
-        })?;
-        let mut inner = self.inner.write().expect("store lock");
-        if let Some(r) = inner.records.remove(id) {
-            if inner.names.get(&r.name).map(String::as_str) == Some(id) {
-                inner.names.remove(&r.name);
-            }
-        }
-        Ok(())
+    fn name(&self) -> &str {
+        &self.name
     }
 }
+
+/// All sandbox records; see [`RecordStore`].
+pub type SandboxStore = RecordStore<SandboxRecord>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
 
     fn record(id: &str, name: &str) -> SandboxRecord {
         SandboxRecord {
