@@ -74,16 +74,87 @@ pub enum SpecError {
 
     #[error("user namespace mode {mode} is not supported (only NODE)")]
     UnsupportedUserNamespace { mode: String },
+
+    #[error(
+        "container has no command: CRI command and args are empty and the image has no \
+         Entrypoint or Cmd"
+    )]
+    NoContainerCommand,
+
+    #[error("invalid environment variable {key:?}: {reason}")]
+    InvalidEnvKey { key: String, reason: &'static str },
+
+    #[error("invalid user {user:?}: expected \"user\" or \"user:group\" (names or numeric ids)")]
+    InvalidUser { user: String },
+
+    #[error("user {user:?} not found in the image's /etc/passwd")]
+    UnknownUser { user: String },
+
+    #[error("group {group:?} not found in the image's /etc/group")]
+    UnknownGroup { group: String },
+
+    #[error("unknown capability {name:?}")]
+    UnknownCapability { name: String },
+
+    #[error("privileged container {container:?} is not allowed in a non-privileged pod sandbox")]
+    PrivilegedInUnprivilegedSandbox { container: String },
+
+    #[error("pid namespace mode TARGET needs the target container's pid (target_id {target:?})")]
+    MissingTargetPid { target: String },
+
+    #[error("mount {field} {path:?} is invalid: {reason}")]
+    InvalidMount {
+        field: &'static str,
+        path: String,
+        reason: &'static str,
+    },
+
+    #[error("cannot prepare mount source {path:?}: {source}")]
+    MountSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("device {path:?} is invalid: {reason}")]
+    InvalidDevice { path: String, reason: String },
+
+    #[error("cannot read host device {path:?}: {source}")]
+    DeviceRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("AppArmor profile {profile:?} requested, but AppArmor is not available on this node")]
+    AppArmorUnavailable { profile: String },
+
+    #[error("invalid AppArmor profile {profile:?}: {reason}")]
+    InvalidAppArmorProfile {
+        profile: String,
+        reason: &'static str,
+    },
+
+    #[error("{feature} is not supported by this runtime")]
+    Unsupported { feature: String },
 }
 
 impl SpecError {
     /// The gRPC status code a CRI handler should answer with.
     ///
-    /// Everything is `InvalidArgument` (the request or image is wrong and retrying will not help)
-    /// except a pod user namespace, which is a valid request this runtime does not implement.
+    /// Mostly `InvalidArgument` (the request or image is wrong and retrying will not help).
+    /// Valid requests this runtime does not implement (a pod user namespace, CDI devices...) are
+    /// `Unimplemented`; what this node lacks (AppArmor, a host device) is `FailedPrecondition`.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            SpecError::UnsupportedUserNamespace { .. } => tonic::Code::Unimplemented,
+            SpecError::UnsupportedUserNamespace { .. } | SpecError::Unsupported { .. } => {
+                tonic::Code::Unimplemented
+            }
+            // The node cannot run what was asked, though the request itself is well formed.
+            SpecError::AppArmorUnavailable { .. } => tonic::Code::FailedPrecondition,
+            SpecError::DeviceRead { .. } | SpecError::MountSource { .. } => {
+                tonic::Code::FailedPrecondition
+            }
             _ => tonic::Code::InvalidArgument,
         }
     }

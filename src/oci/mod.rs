@@ -1,23 +1,41 @@
 //! Pure CRI → OCI runtime-spec generation.
 //!
-//! Nothing here has side effects except reading a Localhost seccomp profile (and the two small
-//! `/proc/self` readers in [`oom`], which callers use *before* building a spec). The sandbox
-//! builder lives in [`spec`]; the pieces an application-container builder will reuse (namespaces,
-//! mounts, security settings, process, seccomp, sysctls) are separate modules so both builders
-//! share one definition of every default.
+//! The builders have no side effects except reading a Localhost seccomp profile. What needs the
+//! host is done by the caller *before* building a spec, with the helpers named for it: the
+//! `/proc/self` readers in [`oom`], [`HostFeatures::detect`], [`resolve_devices`] /
+//! [`resolve_all_host_devices`] and [`container_mounts::prepare_mount_sources`]. The sandbox
+//! builder lives in [`spec`], the application-container builder in [`container_spec`]; the
+//! pieces both use (namespaces, mounts, security settings, process, seccomp) are separate
+//! modules so both builders share one definition of every default.
 
 pub mod annotations;
+pub mod apparmor;
+pub mod capabilities;
+pub mod command;
+pub mod container_mounts;
+pub mod container_spec;
+pub mod devices;
 pub mod dns;
 mod error;
+pub mod host;
 pub mod mounts;
 pub mod namespaces;
 pub mod oom;
 pub mod process;
+pub mod resources;
 pub mod seccomp;
 pub mod security;
 pub mod spec;
+pub mod stop_signal;
 pub mod sysctl;
+pub mod user;
 
+pub use container_mounts::SandboxFiles;
+pub use container_spec::{ContainerSpecInput, container_spec};
+pub use devices::{ResolvedDevice, resolve_all_host_devices, resolve_devices};
 pub use error::SpecError;
+pub use host::HostFeatures;
 pub use namespaces::{PodNamespaces, namespaces_for};
+pub use resources::linux_resources;
 pub use spec::{SandboxSpecInput, sandbox_spec};
+pub use stop_signal::stop_signal;

@@ -73,6 +73,56 @@ pub fn namespaces_for(opts: Option<&NamespaceOption>) -> PodNamespaces {
     }
 }
 
+/// The namespaces of an application container in a pod whose sandbox (pause) process is
+/// `sandbox_pid`: a new mount namespace; the sandbox's network, UTS and IPC namespaces joined
+/// through `/proc/<pid>/ns/*` unless the pod shares the node's (then the entry is absent, i.e.
+/// the host's); and the PID namespace per mode: POD joins the sandbox's, CONTAINER gets a new
+/// one, NODE the host's, TARGET joins the one of the container whose pid is `target_pid`.
+/// No cgroup namespace (cgroup v1), as for the sandbox.
+pub fn container_namespaces(
+    opts: Option<&NamespaceOption>,
+    sandbox_pid: i32,
+    target_pid: Option<i32>,
+) -> Result<Vec<LinuxNamespace>, SpecError> {
+    check_user_namespace(opts)?;
+    if sandbox_pid <= 0 {
+        return Err(SpecError::InvalidId {
+            field: "sandbox_pid",
+            value: sandbox_pid.into(),
+        });
+    }
+    let join = |typ, pid: i32, name: &str| {
+        let mut ns = namespace(typ);
+        ns.set_path(Some(format!("/proc/{pid}/ns/{name}").into()));
+        ns
+    };
+    let pod = namespaces_for(opts);
+    let mut out = vec![namespace(LinuxNamespaceType::Mount)];
+    let pid_mode = opts.map_or(NamespaceMode::Pod, |o| o.pid());
+    match pid_mode {
+        NamespaceMode::Pod => out.push(join(LinuxNamespaceType::Pid, sandbox_pid, "pid")),
+        NamespaceMode::Container => out.push(namespace(LinuxNamespaceType::Pid)),
+        NamespaceMode::Node => {}
+        NamespaceMode::Target => {
+            let target = opts.map(|o| o.target_id.clone()).unwrap_or_default();
+            match target_pid {
+                Some(pid) if pid > 0 => out.push(join(LinuxNamespaceType::Pid, pid, "pid")),
+                _ => return Err(SpecError::MissingTargetPid { target }),
+            }
+        }
+    }
+    if pod.ipc {
+        out.push(join(LinuxNamespaceType::Ipc, sandbox_pid, "ipc"));
+    }
+    if pod.uts {
+        out.push(join(LinuxNamespaceType::Uts, sandbox_pid, "uts"));
+    }
+    if pod.network {
+        out.push(join(LinuxNamespaceType::Network, sandbox_pid, "net"));
+    }
+    Ok(out)
+}
+
 /// Reject a pod user namespace: kubelet asks for one only for `hostUsers: false`, which needs
 /// id-mapped mounts and a pinned userns that this runtime does not implement. A missing
 /// `userns_options` or mode NODE means "no user namespace".
@@ -166,6 +216,72 @@ mod tests {
             net.path().as_deref(),
             Some(std::path::Path::new("/run/crius/netns/x"))
         );
+    }
+
+    fn paths(ns: &[LinuxNamespace]) -> Vec<(LinuxNamespaceType, Option<String>)> {
+        ns.iter()
+            .map(|n| {
+                (
+                    n.typ(),
+                    n.path().as_ref().map(|p| p.to_string_lossy().into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn container_joins_sandbox() {
+        use LinuxNamespaceType::*;
+        let p = |s: &str| Some(s.to_string());
+        let ns = container_namespaces(None, 42, None).unwrap();
+        assert_eq!(
+            paths(&ns),
+            [
+                (Mount, None),
+                (Pid, p("/proc/42/ns/pid")),
+                (Ipc, p("/proc/42/ns/ipc")),
+                (Uts, p("/proc/42/ns/uts")),
+                (Network, p("/proc/42/ns/net")),
+            ]
+        );
+        let o = opts(
+            NamespaceMode::Node,
+            NamespaceMode::Container,
+            NamespaceMode::Node,
+        );
+        let ns = container_namespaces(Some(&o), 42, None).unwrap();
+        assert_eq!(paths(&ns), [(Mount, None), (Pid, None)]);
+        let o = opts(NamespaceMode::Pod, NamespaceMode::Node, NamespaceMode::Pod);
+        let ns = container_namespaces(Some(&o), 42, None).unwrap();
+        assert!(!types(&ns).contains(&Pid));
+        assert!(types(&ns).contains(&Network));
+    }
+
+    #[test]
+    fn container_target_pid() {
+        let mut o = opts(
+            NamespaceMode::Pod,
+            NamespaceMode::Target,
+            NamespaceMode::Pod,
+        );
+        o.target_id = "abc".into();
+        let ns = container_namespaces(Some(&o), 42, Some(77)).unwrap();
+        let pid = ns
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Pid)
+            .unwrap();
+        assert_eq!(
+            pid.path().as_deref(),
+            Some(std::path::Path::new("/proc/77/ns/pid"))
+        );
+        let err = container_namespaces(Some(&o), 42, None).unwrap_err();
+        assert!(matches!(err, SpecError::MissingTargetPid { ref target } if target == "abc"));
+        assert!(container_namespaces(None, 0, None).is_err());
+        o.userns_options = Some(UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            ..Default::default()
+        });
+        assert!(container_namespaces(Some(&o), 42, Some(77)).is_err());
     }
 
     #[test]

@@ -160,6 +160,41 @@ pub fn readonly_paths(privileged: bool) -> Vec<String> {
     }
 }
 
+/// Masked paths of an application container: none when privileged, else the CRI list when kubelet
+/// sent one (it does for the Default procMount), else the defaults.
+pub fn container_masked_paths(cri: &[String], privileged: bool) -> Vec<String> {
+    if privileged {
+        Vec::new()
+    } else if cri.is_empty() {
+        masked_paths(false)
+    } else {
+        cri.to_vec()
+    }
+}
+
+/// Read-only paths of an application container: none when privileged, else the CRI list (or the
+/// defaults when it is empty) plus the cgroup v1 entries of [`READONLY_PATHS`]. kubelet's list
+/// only names /proc paths; the cgroup entries are what keeps the cgroup tree read-only under
+/// libcontainer, so they are never dropped.
+pub fn container_readonly_paths(cri: &[String], privileged: bool) -> Vec<String> {
+    if privileged {
+        return Vec::new();
+    }
+    if cri.is_empty() {
+        return readonly_paths(false);
+    }
+    let mut out = cri.to_vec();
+    for p in READONLY_PATHS
+        .iter()
+        .filter(|p| p.starts_with("/sys/fs/cgroup"))
+    {
+        if !out.iter().any(|o| o == p) {
+            out.push(p.to_string());
+        }
+    }
+    out
+}
+
 fn device_rule(
     allow: bool,
     typ: LinuxDeviceType,
@@ -229,6 +264,20 @@ mod tests {
         assert!(readonly_paths(true).is_empty());
         assert!(masked_paths(false).contains(&"/proc/kcore".to_string()));
         assert!(readonly_paths(false).contains(&"/sys/fs/cgroup/memory".to_string()));
+    }
+
+    #[test]
+    fn container_paths() {
+        assert!(container_masked_paths(&["/x".into()], true).is_empty());
+        assert!(container_readonly_paths(&["/x".into()], true).is_empty());
+        assert_eq!(container_masked_paths(&[], false), masked_paths(false));
+        assert_eq!(container_masked_paths(&["/x".into()], false), ["/x"]);
+        assert_eq!(container_readonly_paths(&[], false), readonly_paths(false));
+        let ro = container_readonly_paths(&["/proc/sys".into(), "/sys/fs/cgroup".into()], false);
+        assert_eq!(ro[0], "/proc/sys");
+        assert_eq!(ro.iter().filter(|p| *p == "/sys/fs/cgroup").count(), 1);
+        assert!(ro.contains(&"/sys/fs/cgroup/memory".to_string()));
+        assert!(!ro.contains(&"/proc/bus".to_string()));
     }
 
     #[test]
