@@ -1,1 +1,127 @@
-//! monitor (being written)
+//! One `crius monitor` process per container, and the daemon's side of it.
+//!
+//! The monitor is the same binary re-executed (`crius monitor --id ... --bundle ... --dir ...
+//! --runtime-root ...`). It is single-threaded (no tokio, no threads) and small: every
+//! libcontainer call runs in a short-lived helper child forked for it, so libcontainer's side
+//! effects on its caller (oom_score_adj, dumpable, cwd) and its memory never reach the monitor
+//! or the multi-threaded daemon.
+//!
+//! Lifecycle:
+//! 1. The daemon runs `crius monitor` ([`spawn_create`]). That process (the launcher) forks the
+//!    real monitor, which leaves the daemon's session, becomes a child subreaper, binds
+//!    `<dir>/monitor.sock`, writes `<dir>/monitor.pid` and creates the container in a helper.
+//!    init is the helper's child; when the helper exits, init is handed to the monitor. The
+//!    launcher prints `{"init_pid":..,"monitor_pid":..}` (or the error) and exits, so the
+//!    monitor is reparented away from the daemon and outlives it.
+//! 2. The daemon talks to it through [`MonitorClient`] (proto/monitor.proto): start, kill,
+//!    state. One request per connection.
+//! 3. When init exits the monitor reaps it, kills what is left in the container's cgroup,
+//!    deletes the container (helper), writes `<dir>/exit.json` atomically, removes its socket
+//!    and pid file and exits.
+//!
+//! SIGTERM, SIGINT and SIGHUP are logged and ignored: stopping or restarting the daemon must
+//! never stop containers. The way to stop a container is a kill request; a monitor that is
+//! killed outright leaves the container to be removed with [`cleanup_orphan`].
+
+mod cgroup;
+mod client;
+mod exit;
+mod helper;
+mod launch;
+mod paths;
+mod runtime;
+mod serve;
+mod stdio;
+mod sys;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+pub mod proto {
+    //! Generated from proto/monitor.proto.
+    include!(concat!(env!("OUT_DIR"), "/crius.monitor.v1.rs"));
+}
+
+pub use client::{
+    ContainerState, ContainerStatus, MonitorClient, MonitorConfig, MonitorError, cleanup_orphan,
+    spawn_create,
+};
+pub use exit::ExitInfo;
+pub use launch::Created;
+pub use paths::{EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
+
+use std::path::PathBuf;
+
+/// Arguments of `crius monitor` (internal: the daemon builds them, see [`MonitorConfig`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct MonitorArgs {
+    /// Container id (libcontainer's rules: letters, digits, `_+-.`).
+    #[arg(long)]
+    pub id: String,
+    /// libcontainer's state root; the container's state lives in `<root>/<id>`.
+    #[arg(long)]
+    pub runtime_root: PathBuf,
+    /// The OCI bundle (config.json and rootfs).
+    #[arg(long, required_unless_present = "delete_only")]
+    pub bundle: Option<PathBuf>,
+    /// The monitor directory (control socket, pid file, exit record, log); must exist.
+    #[arg(long, required_unless_present = "delete_only")]
+    pub dir: Option<PathBuf>,
+    /// Do not supervise: delete the container (kill its processes, remove its cgroup and
+    /// libcontainer state) and exit. For containers whose monitor is gone.
+    #[arg(long)]
+    pub delete_only: bool,
+}
+
+/// Entry point of `crius monitor`; returns the process exit code (0 success, 1 failure,
+/// 2 bad arguments). Must be called while the process is still single-threaded.
+pub fn run(args: MonitorArgs) -> u8 {
+    if let Err(reason) = validate_id(&args.id) {
+        eprintln!("{reason}");
+        return 2;
+    }
+    if args.delete_only {
+        return match runtime::delete(&args.id, &args.runtime_root) {
+            Ok(()) => 0,
+            Err(reason) => {
+                eprintln!("delete container {}: {reason}", args.id);
+                1
+            }
+        };
+    }
+    let (Some(bundle), Some(dir)) = (args.bundle, args.dir) else {
+        eprintln!("--bundle and --dir are required");
+        return 2;
+    };
+    if !dir.is_dir() {
+        eprintln!("monitor directory {} does not exist", dir.display());
+        return 2;
+    }
+    if let Err(reason) = paths::check_socket_path(&dir) {
+        eprintln!("{reason}");
+        return 2;
+    }
+    launch::launch(serve::ServeConfig {
+        id: args.id,
+        bundle,
+        dir,
+        runtime_root: args.runtime_root,
+    })
+}
+
+/// The container id becomes a path component under the runtime root; reject anything that is
+/// not a plain name before it is used as one (libcontainer applies the same rule later).
+pub fn validate_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid container id {id:?}"))
+    }
+}

@@ -16,6 +16,11 @@ impl Context {
         self.config.state.join("m").join(id)
     }
 
+    /// The host-side tmpfs that is the pod's /dev/shm (pods with their own IPC namespace).
+    pub fn sandbox_shm_dir(&self, id: &str) -> PathBuf {
+        self.sandbox_dir(id).join("shm")
+    }
+
     pub fn netns_path(&self, id: &str) -> PathBuf {
         self.config.netns_dir().join(id)
     }

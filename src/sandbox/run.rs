@@ -154,6 +154,21 @@ impl Context {
         let files = write_pod_files(&dir, config, record.host_network)
             .map_err(|e| CriError::internal("writing resolv.conf/hostname/hosts", e))?;
 
+        // A pod with its own IPC namespace gets a host-side tmpfs for /dev/shm, shared by the
+        // sandbox and every container of the pod (a bind from the pause's mount namespace
+        // through /proc/PID/root is refused by the kernel). Removed with the rootfs.
+        let namespaces = crate::oci::namespaces_for(
+            config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref()),
+        );
+        let shm = namespaces.ipc.then(|| self.sandbox_shm_dir(id));
+        if let Some(shm) = &shm {
+            mount_shm(shm).map_err(|e| CriError::internal("mounting the pod's /dev/shm", e))?;
+        }
+
         let spec = crate::oci::spec::sandbox_spec(&SandboxSpecInput {
             id,
             config,
@@ -162,7 +177,7 @@ impl Context {
             resolv_conf: Some(&files.resolv_conf),
             hostname_file: Some(&files.hostname),
             hosts_file: Some(&files.hosts),
-            dev_shm: None,
+            dev_shm: shm.as_deref(),
             cgroups_path: &record.cgroups_path,
             oom_score_adj: self.sandbox_oom_score_adj,
             seccomp_profile_root: &self.config.root.join("seccomp"),
@@ -266,6 +281,23 @@ impl Context {
         .await
         .map_err(|e| CriError::Internal(format!("image task: {e}")))?
     }
+}
+
+/// Size of a pod's /dev/shm, as containerd and Docker default to.
+const SHM_SIZE: &str = "size=65536k";
+
+fn mount_shm(path: &Path) -> nix::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    std::fs::create_dir_all(path).map_err(|e| {
+        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+    })?;
+    mount(
+        Some("shm"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,{SHM_SIZE}").as_str()),
+    )
 }
 
 pub struct PodFiles {

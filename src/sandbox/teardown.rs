@@ -58,10 +58,15 @@ impl Context {
             .map_err(|e| CriError::internal(format!("unpinning netns of sandbox {id}"), e))
     }
 
-    /// Unmount the rootfs and remove the overlay upper/work dirs.
+    /// Unmount the rootfs and the pod's /dev/shm and remove the overlay upper/work dirs.
     pub async fn remove_rootfs(&self, id: &str) -> CriResult<()> {
         let dir = self.sandbox_dir(id);
-        tokio::task::spawn_blocking(move || crate::snapshot::remove_rootfs(&dir))
+        let shm = self.sandbox_shm_dir(id);
+        tokio::task::spawn_blocking(move || {
+            crate::snapshot::unmount(&shm)?;
+            let _ = std::fs::remove_dir(&shm);
+            crate::snapshot::remove_rootfs(&dir)
+        })
             .await
             .map_err(|e| CriError::Internal(format!("remove rootfs task: {e}")))?
             .map_err(|e| CriError::internal(format!("removing rootfs of sandbox {id}"), e))

@@ -1,0 +1,186 @@
+//! Signalling every process of a container through its cgroup, without libcontainer: the
+//! monitor finds the cgroup from init's /proc entry right after create, so it can still clean
+//! up after init is gone.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup directory that lists the container's processes, and how to freeze it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerCgroup {
+    dir: PathBuf,
+    freezer: Freezer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freezer {
+    /// cgroup v1 freezer hierarchy: `freezer.state`.
+    V1,
+    /// cgroup v2: `cgroup.freeze`.
+    V2,
+    /// No freezer: signal the listed processes (a racing fork may escape one round).
+    None,
+}
+
+/// A usable line of /proc/PID/cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    /// The hierarchy's directory under /sys/fs/cgroup ("" for the unified one).
+    mount: String,
+    /// The cgroup's path inside that hierarchy.
+    path: String,
+    freezer: Freezer,
+}
+
+/// The line of /proc/PID/cgroup to use: the v1 freezer hierarchy, else v1 pids, or the unified
+/// line when the host runs cgroup v2 only.
+fn pick(proc_cgroup: &str, unified_only: bool) -> Option<Entry> {
+    let mut fallback = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if unified_only {
+            if controllers.is_empty() {
+                return Some(Entry {
+                    mount: String::new(),
+                    path: path.to_owned(),
+                    freezer: Freezer::V2,
+                });
+            }
+            continue;
+        }
+        let list: Vec<&str> = controllers.split(',').collect();
+        let entry = |freezer| Entry {
+            mount: controllers.to_owned(),
+            path: path.to_owned(),
+            freezer,
+        };
+        if list.contains(&"freezer") {
+            return Some(entry(Freezer::V1));
+        }
+        if fallback.is_none() && list.contains(&"pids") {
+            fallback = Some(entry(Freezer::None));
+        }
+    }
+    fallback
+}
+
+impl ContainerCgroup {
+    /// The cgroup of `pid`, or `None` when it cannot be told apart from the monitor's own (then
+    /// signalling "the container's cgroup" would hit the monitor and its neighbours).
+    pub fn of(pid: i32) -> io::Result<Option<Self>> {
+        let unified_only = Path::new(ROOT).join("cgroup.controllers").exists();
+        let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let ours = fs::read_to_string("/proc/self/cgroup")?;
+        let Some(entry) = pick(&theirs, unified_only) else {
+            return Ok(None);
+        };
+        if entry.path == "/" || pick(&ours, unified_only).is_some_and(|o| o.path == entry.path) {
+            return Ok(None);
+        }
+        let dir = Path::new(ROOT)
+            .join(&entry.mount)
+            .join(entry.path.trim_start_matches('/'));
+        Ok(Some(Self {
+            dir,
+            freezer: entry.freezer,
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Pids listed in the cgroup; empty if the cgroup is gone.
+    pub fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.dir.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends `signal` to every process in the cgroup, frozen meanwhile so none forks past us.
+    /// Returns how many processes were signalled.
+    pub fn kill_all(&self, signal: Signal) -> io::Result<usize> {
+        let frozen = self.freeze(true);
+        let mut count = 0;
+        let mut result = Ok(());
+        for pid in self.pids() {
+            match kill(Pid::from_raw(pid), signal) {
+                Ok(()) => count += 1,
+                Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => result = Err(io::Error::from(e)),
+            }
+        }
+        if frozen {
+            self.freeze(false);
+        }
+        result.map(|()| count)
+    }
+
+    /// Best effort: a cgroup that cannot be frozen is still signalled.
+    fn freeze(&self, freeze: bool) -> bool {
+        let (file, value, done) = match (self.freezer, freeze) {
+            (Freezer::V1, true) => ("freezer.state", "FROZEN", Some("FROZEN")),
+            (Freezer::V1, false) => ("freezer.state", "THAWED", None),
+            (Freezer::V2, true) => ("cgroup.freeze", "1", Some("frozen 1")),
+            (Freezer::V2, false) => ("cgroup.freeze", "0", None),
+            (Freezer::None, _) => return false,
+        };
+        if fs::write(self.dir.join(file), value).is_err() {
+            return false;
+        }
+        let Some(done) = done else { return true };
+        // Freezing is asynchronous; wait briefly for it to settle.
+        let check = if self.freezer == Freezer::V1 {
+            "freezer.state"
+        } else {
+            "cgroup.events"
+        };
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline {
+            if fs::read_to_string(self.dir.join(check)).is_ok_and(|s| s.contains(done)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "9:name=systemd:/crius/abc\n8:pids:/crius/abc\n6:freezer:/crius/abc\n0::/\n";
+
+    #[test]
+    fn prefers_the_v1_freezer() {
+        let e = pick(V1, false).unwrap();
+        assert_eq!(
+            (e.mount.as_str(), e.path.as_str()),
+            ("freezer", "/crius/abc")
+        );
+        assert_eq!(e.freezer, Freezer::V1);
+    }
+
+    #[test]
+    fn falls_back_to_pids_without_a_freezer() {
+        let e = pick("8:pids:/x\n4:memory:/x\n", false).unwrap();
+        assert_eq!((e.mount.as_str(), e.path.as_str()), ("pids", "/x"));
+        assert_eq!(e.freezer, Freezer::None);
+    }
+
+    #[test]
+    fn unified_uses_the_empty_controller_line() {
+        let e = pick("0::/kubepods/x\n", true).unwrap();
+        assert_eq!((e.mount.as_str(), e.path.as_str()), ("", "/kubepods/x"));
+        assert_eq!(e.freezer, Freezer::V2);
+        assert_eq!(pick(V1, true).unwrap().path, "/");
+    }
+}

@@ -1,0 +1,416 @@
+//! The daemon's side: launching monitors and talking to them (tokio). Never runs libcontainer.
+
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::net::UnixStream;
+use tokio::process::Command;
+
+use super::exit::{self, ExitInfo};
+use super::launch::Created;
+use super::proto::{self, request::Op, state::Status};
+use super::{paths, validate_id, wire};
+
+/// How long creating a container may take (libcontainer's create is ~10 ms; hooks are slower).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one control request may take, so a wedged monitor yields an error, not a hang.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `--delete-only` run may take.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Poll interval of [`MonitorClient::wait_exited`].
+const WAIT_INTERVAL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("invalid monitor configuration: {0}")]
+    InvalidConfig(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("create container {id}: {reason}")]
+    CreateFailed { id: String, reason: String },
+    #[error("delete container {id}: {reason}")]
+    DeleteFailed { id: String, reason: String },
+    #[error("{op} timed out after {timeout:?} (monitor dir {dir})")]
+    Timeout {
+        op: &'static str,
+        dir: PathBuf,
+        timeout: Duration,
+    },
+    #[error("monitor in {dir}: {op} refused: {reason}")]
+    Rejected {
+        op: &'static str,
+        dir: PathBuf,
+        reason: String,
+    },
+    #[error("monitor in {dir}: {op}: the container has exited")]
+    Exited { op: &'static str, dir: PathBuf },
+    #[error("monitor in {dir} is gone and left no exit record")]
+    Gone { dir: PathBuf },
+}
+
+/// What the daemon needs to launch a monitor for one container.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The monitor directory; keep it short (the control socket path must fit in 108 bytes).
+    pub dir: PathBuf,
+    /// libcontainer's state root.
+    pub runtime_root: PathBuf,
+    /// The crius binary to run as `crius monitor`.
+    pub exe: PathBuf,
+}
+
+impl MonitorConfig {
+    /// A config that runs the current executable. `/proc/self/exe` is kept unresolved on
+    /// purpose: it still execs the running binary when the file was replaced by an upgrade.
+    pub fn new(id: &str, bundle: &Path, dir: &Path, runtime_root: &Path) -> Self {
+        Self {
+            id: id.to_owned(),
+            bundle: bundle.to_owned(),
+            dir: dir.to_owned(),
+            runtime_root: runtime_root.to_owned(),
+            exe: PathBuf::from("/proc/self/exe"),
+        }
+    }
+}
+
+/// Launches a monitor that creates the container, and returns once it is created (init waits
+/// for `start`). On failure nothing of the attempt is left: libcontainer state and cgroup are
+/// removed by the monitor, and the monitor directory by us if we made it.
+pub async fn spawn_create(cfg: &MonitorConfig) -> Result<Created, MonitorError> {
+    validate_id(&cfg.id).map_err(MonitorError::InvalidConfig)?;
+    paths::check_socket_path(&cfg.dir).map_err(MonitorError::InvalidConfig)?;
+    let made_dir = !cfg.dir.exists();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.dir)
+        .map_err(|source| MonitorError::Io {
+            what: "create monitor dir",
+            path: cfg.dir.clone(),
+            source,
+        })?;
+    let result = launch(cfg).await;
+    if result.is_err() {
+        if made_dir {
+            let _ = crate::util::remove_dir_all_if_exists(&cfg.dir);
+        } else {
+            let _ = std::fs::remove_file(cfg.dir.join(paths::LOG_FILE));
+        }
+    }
+    result
+}
+
+async fn launch(cfg: &MonitorConfig) -> Result<Created, MonitorError> {
+    let mut cmd = Command::new(&cfg.exe);
+    cmd.arg("monitor")
+        .arg("--id")
+        .arg(&cfg.id)
+        .arg("--bundle")
+        .arg(&cfg.bundle)
+        .arg("--dir")
+        .arg(&cfg.dir)
+        .arg("--runtime-root")
+        .arg(&cfg.runtime_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // If we are cancelled, the launcher dies; the monitor then cannot report and removes
+        // the container it made.
+        .kill_on_drop(true);
+    let output = run_with_timeout(cmd, CREATE_TIMEOUT, &cfg.exe, &cfg.dir, "create").await?;
+    if !output.status.success() {
+        return Err(MonitorError::CreateFailed {
+            id: cfg.id.clone(),
+            reason: failure_text(&output),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).map_err(|e| MonitorError::CreateFailed {
+        id: cfg.id.clone(),
+        reason: format!("unreadable launcher output {stdout:?}: {e}"),
+    })
+}
+
+async fn run_with_timeout(
+    mut cmd: Command,
+    timeout: Duration,
+    exe: &Path,
+    dir: &Path,
+    op: &'static str,
+) -> Result<std::process::Output, MonitorError> {
+    let child = cmd.spawn().map_err(|source| MonitorError::Io {
+        what: "execute",
+        path: exe.to_owned(),
+        source,
+    })?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => Err(MonitorError::Timeout {
+            op,
+            dir: dir.to_owned(),
+            timeout,
+        }),
+        Ok(output) => output.map_err(|source| MonitorError::Io {
+            what: "wait for",
+            path: exe.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn failure_text(output: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if text.is_empty() {
+        format!("crius monitor failed ({})", output.status)
+    } else {
+        text
+    }
+}
+
+/// Deletes a container whose monitor is gone (killed, or lost with the node's state): kills
+/// its processes, removes its cgroup and libcontainer state. Runs `crius monitor --delete-only`
+/// so that libcontainer stays out of the daemon. Succeeds when there is nothing to delete.
+pub async fn cleanup_orphan(exe: &Path, runtime_root: &Path, id: &str) -> Result<(), MonitorError> {
+    validate_id(id).map_err(MonitorError::InvalidConfig)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("monitor")
+        .arg("--delete-only")
+        .arg("--id")
+        .arg(id)
+        .arg("--runtime-root")
+        .arg(runtime_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = run_with_timeout(cmd, DELETE_TIMEOUT, exe, runtime_root, "delete").await?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(MonitorError::DeleteFailed {
+            id: id.to_owned(),
+            reason: failure_text(&output),
+        })
+    }
+}
+
+/// The container's lifecycle state, as the monitor (or its exit record) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStatus {
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    pub status: ContainerStatus,
+    /// init's pid (host pid namespace).
+    pub pid: i32,
+    /// Set once exited.
+    pub exit_code: Option<i32>,
+    /// Unix nanoseconds; 0 when it has not happened.
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+}
+
+impl From<&ExitInfo> for ContainerState {
+    fn from(e: &ExitInfo) -> Self {
+        Self {
+            status: ContainerStatus::Exited,
+            pid: e.pid,
+            exit_code: Some(e.exit_code),
+            created_at: e.created_at,
+            started_at: e.started_at,
+            finished_at: e.finished_at,
+        }
+    }
+}
+
+fn state_from_proto(s: &proto::State) -> Result<ContainerState, String> {
+    let status = match Status::try_from(s.status) {
+        Ok(Status::Created) => ContainerStatus::Created,
+        Ok(Status::Running) => ContainerStatus::Running,
+        Ok(Status::Exited) => ContainerStatus::Exited,
+        _ => return Err(format!("unknown status {}", s.status)),
+    };
+    Ok(ContainerState {
+        status,
+        pid: s.pid,
+        exit_code: (status == ContainerStatus::Exited).then_some(s.exit_code),
+        created_at: s.created_at,
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+    })
+}
+
+/// A handle on one container's monitor, by its directory. Cheap; holds no connection.
+#[derive(Debug, Clone)]
+pub struct MonitorClient {
+    dir: PathBuf,
+}
+
+/// Outcome of one control call.
+enum Reply {
+    Response(proto::Response),
+    /// The monitor is gone (or going) and left this exit record.
+    Exited(ExitInfo),
+}
+
+impl MonitorClient {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The monitor's pid from its pid file (present while it serves).
+    pub fn monitor_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.join(paths::PID_FILE))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Starts the created container; Ok if it already runs.
+    pub async fn start(&self) -> Result<(), MonitorError> {
+        match self
+            .call("start", Op::Start(proto::StartRequest {}))
+            .await?
+        {
+            Reply::Response(r) => self.check("start", r).map(drop),
+            Reply::Exited(_) => Err(MonitorError::Exited {
+                op: "start",
+                dir: self.dir.clone(),
+            }),
+        }
+    }
+
+    /// Signals init, or with `all` every process in the container's cgroup. Ok (nothing to do)
+    /// once the container has exited.
+    pub async fn kill(&self, signal: i32, all: bool) -> Result<(), MonitorError> {
+        match self
+            .call("kill", Op::Kill(proto::KillRequest { signal, all }))
+            .await?
+        {
+            Reply::Response(r) => self.check("kill", r).map(drop),
+            Reply::Exited(_) => Ok(()),
+        }
+    }
+
+    /// The container's state; from the exit record once the monitor is gone.
+    pub async fn state(&self) -> Result<ContainerState, MonitorError> {
+        match self
+            .call("state", Op::State(proto::StateRequest {}))
+            .await?
+        {
+            Reply::Exited(e) => Ok(ContainerState::from(&e)),
+            Reply::Response(r) => {
+                let r = self.check("state", r)?;
+                let state = r
+                    .state
+                    .ok_or_else(|| self.rejected("state", "no state in response"))?;
+                state_from_proto(&state).map_err(|e| self.rejected("state", &e))
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the exit record; `None` if the container still runs then.
+    pub async fn wait_exited(&self, timeout: Duration) -> Result<Option<ExitInfo>, MonitorError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.read_exit() {
+                return Ok(Some(e));
+            }
+            if !paths::socket_path(&self.dir).exists() {
+                // The record is written before the socket is removed; look once more.
+                return self
+                    .read_exit()
+                    .map(Some)
+                    .ok_or_else(|| MonitorError::Gone {
+                        dir: self.dir.clone(),
+                    });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(WAIT_INTERVAL).await;
+        }
+    }
+
+    /// The exit record, if the container has exited and been cleaned up.
+    pub fn read_exit(&self) -> Option<ExitInfo> {
+        exit::read(&self.dir.join(paths::EXIT_FILE))
+    }
+
+    fn rejected(&self, op: &'static str, reason: &str) -> MonitorError {
+        MonitorError::Rejected {
+            op,
+            dir: self.dir.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn check(&self, op: &'static str, r: proto::Response) -> Result<proto::Response, MonitorError> {
+        if r.error.is_empty() {
+            Ok(r)
+        } else {
+            Err(self.rejected(op, &r.error))
+        }
+    }
+
+    async fn call(&self, op_name: &'static str, op: Op) -> Result<Reply, MonitorError> {
+        let request = proto::Request { op: Some(op) };
+        let exchange = async {
+            let mut stream = UnixStream::connect(paths::socket_path(&self.dir)).await?;
+            wire::write_msg_async(&mut stream, &request).await?;
+            wire::read_msg_async::<proto::Response>(&mut stream).await
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+            Ok(Ok(response)) => Ok(Reply::Response(response)),
+            // A refused or dropped connection means the monitor is gone or finishing: it
+            // writes the exit record before it closes its socket.
+            Ok(Err(e)) => match self.read_exit() {
+                Some(info) => Ok(Reply::Exited(info)),
+                None if is_gone(&e) => Err(MonitorError::Gone {
+                    dir: self.dir.clone(),
+                }),
+                None => Err(MonitorError::Io {
+                    what: op_name,
+                    path: paths::socket_path(&self.dir),
+                    source: e,
+                }),
+            },
+            Err(_) => Err(MonitorError::Timeout {
+                op: op_name,
+                dir: self.dir.clone(),
+                timeout: CALL_TIMEOUT,
+            }),
+        }
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+    )
+}

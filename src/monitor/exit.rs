@@ -1,0 +1,58 @@
+//! The exit record (`exit.json`): how the container ended, kept after the monitor is gone.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Version of the exit record's schema; bumped on incompatible changes.
+pub const EXIT_RECORD_VERSION: u32 = 1;
+
+/// How a container ended. Written by the monitor after it reaped the container's init process
+/// and deleted the container, then read by the daemon (also after daemon restarts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub version: u32,
+    /// The container's init process (host pid namespace); it no longer exists.
+    pub pid: i32,
+    /// The exit status as shells report it: the code of a normal exit, 128 + signal otherwise.
+    pub exit_code: i32,
+    /// The signal that killed init, if it was killed by one.
+    pub signal: Option<i32>,
+    /// Unix nanoseconds.
+    pub created_at: i64,
+    /// Unix nanoseconds; 0 if the container was never started.
+    pub started_at: i64,
+    /// Unix nanoseconds.
+    pub finished_at: i64,
+    /// Set when deleting the container (cgroup, libcontainer state) failed after the exit; the
+    /// daemon should then run `cleanup_orphan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
+}
+
+/// Exit status of a reaped process in shell convention.
+pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(i32, Option<i32>)> {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => Some((code, None)),
+        WaitStatus::Signaled(_, sig, _) => Some((128 + sig as i32, Some(sig as i32))),
+        _ => None,
+    }
+}
+
+/// Writes the record crash-safely (temp file, fsync, rename).
+pub fn write(path: &Path, info: &ExitInfo) -> std::io::Result<()> {
+    let data = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
+    crate::util::atomic_write(path, &data)
+}
+
+/// Reads the record; `None` if it does not exist (yet) or cannot be parsed.
+pub fn read(path: &Path) -> Option<ExitInfo> {
+    let data = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&data) {
+        Ok(info) => Some(info),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable exit record");
+            None
+        }
+    }
+}

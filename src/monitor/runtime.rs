@@ -1,0 +1,71 @@
+//! The only code that calls libcontainer. Each function runs inside a helper child (see
+//! `helper.rs`), never in the monitor itself and never in the daemon.
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use std::path::Path;
+
+use super::stdio::ContainerStdio;
+
+/// libcontainer's Display often says only "io error"; the Debug form names the cause.
+fn describe(e: &LibcontainerError) -> String {
+    format!("{e}: {e:?}")
+}
+
+/// Creates the container (init waits for `start`) and returns init's pid. init is cloned as
+/// this process's child (not as a sibling), so it is handed to the monitor when we exit.
+pub fn create(
+    id: &str,
+    bundle: &Path,
+    runtime_root: &Path,
+    stdio: ContainerStdio,
+) -> Result<i32, String> {
+    // libcontainer reports a missing or unreadable spec without its path.
+    let spec = bundle.join("config.json");
+    if let Err(e) = std::fs::metadata(&spec) {
+        return Err(format!("bundle spec {}: {e}", spec.display()));
+    }
+    let container = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+        .with_root_path(runtime_root)
+        .and_then(ContainerBuilder::validate_id)
+        .map_err(|e| describe(&e))?
+        .with_stdin(stdio.stdin)
+        .with_stdout(stdio.stdout)
+        .with_stderr(stdio.stderr)
+        .as_init(bundle)
+        .with_systemd(false)
+        // Detached: the container's stdio is what we pass, never this process's terminal.
+        .with_detach(true)
+        .build()
+        .map_err(|e| describe(&e))?;
+    container
+        .pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| "libcontainer created the container but recorded no init pid".to_owned())
+}
+
+/// Lets the created container's init exec the user process.
+pub fn start(id: &str, runtime_root: &Path) -> Result<(), String> {
+    let mut container = Container::load(runtime_root.join(id))
+        .map_err(|e| format!("load state: {}", describe(&e)))?;
+    container.start().map_err(|e| describe(&e))
+}
+
+/// Deletes the container: kills what is left in its cgroup, removes the cgroup and the
+/// libcontainer state directory. Succeeds if there is nothing to delete.
+pub fn delete(id: &str, runtime_root: &Path) -> Result<(), String> {
+    let dir = runtime_root.join(id);
+    if !dir.exists() {
+        return Ok(());
+    }
+    match Container::load(dir.clone()) {
+        Ok(mut container) => container.delete(true).map_err(|e| describe(&e)),
+        // A directory without a state file is one libcontainer did not finish creating; it
+        // has made nothing else yet (the cgroup comes later), so the directory is all there is.
+        Err(_) if !dir.join("state.json").exists() => crate::util::remove_dir_all_if_exists(&dir)
+            .map_err(|e| format!("remove {}: {e}", dir.display())),
+        Err(e) => Err(format!("load state: {}", describe(&e))),
+    }
+}

@@ -1,0 +1,438 @@
+//! The long-lived monitor process: creates the container through a helper, then reaps it and
+//! answers the control socket until it exits, records the exit and deletes the container.
+//!
+//! Single-threaded by design: one poll(2) loop over the listening socket and a signalfd; one
+//! connection at a time with short socket timeouts so a stuck client cannot wedge it.
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::socket::{getsockopt, sockopt};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::cgroup::ContainerCgroup;
+use super::exit::{self, ExitInfo};
+use super::proto::{self, request::Op, state::Status};
+use super::stdio::ContainerStdio;
+use super::{helper, paths, runtime, sys, wire};
+use crate::util::now_nanos;
+
+/// How long one client may take to send its request or read the response.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the monitor supervises.
+pub struct ServeConfig {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub dir: PathBuf,
+    pub runtime_root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("container {id} already exists in {root}")]
+    Exists { id: String, root: PathBuf },
+    #[error(transparent)]
+    Helper(#[from] helper::HelperError),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ServeError + use<> {
+    let path = path.to_owned();
+    move |source| ServeError::Io { what, path, source }
+}
+
+/// The container as the monitor sees it.
+struct Container {
+    init: Pid,
+    status: Status,
+    created_at: i64,
+    started_at: i64,
+    cgroup: Option<ContainerCgroup>,
+}
+
+/// Creates the container and returns the monitor ready to serve. On error, everything this
+/// attempt made (libcontainer state, cgroup, socket, pid file) is removed again.
+pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
+    if let Err(e) = sys::set_subreaper() {
+        return Err(ServeError::Setup(format!("PR_SET_CHILD_SUBREAPER: {e}")));
+    }
+    let signals = sys::signalfd().map_err(|e| ServeError::Setup(format!("signalfd: {e}")))?;
+    let socket = paths::check_socket_path(&cfg.dir).map_err(ServeError::Setup)?;
+    let listener = bind(&socket)?;
+    let pid_file = cfg.dir.join(paths::PID_FILE);
+    // An exit record in the directory belongs to an earlier container; the daemon would take
+    // it for this one's.
+    let exit_file = cfg.dir.join(paths::EXIT_FILE);
+    if let Err(e) = std::fs::remove_file(&exit_file)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        let _ = std::fs::remove_file(&socket);
+        return Err(io_err("remove stale", &exit_file)(e));
+    }
+    let undo_files = || {
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&pid_file);
+    };
+    if let Err(e) = crate::util::atomic_write(&pid_file, std::process::id().to_string().as_bytes())
+    {
+        undo_files();
+        return Err(io_err("write", &pid_file)(e));
+    }
+    let container = match create(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            undo_files();
+            return Err(e);
+        }
+    };
+    Ok(Monitor {
+        id: cfg.id.clone(),
+        runtime_root: cfg.runtime_root.clone(),
+        dir: cfg.dir.clone(),
+        listener,
+        signals,
+        container,
+        exited: None,
+    })
+}
+
+/// Binds the control socket; a socket file left by a dead monitor is replaced, a live one is
+/// an error (two monitors for one container must never happen).
+fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(ServeError::Setup(format!(
+                "another monitor is serving {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io_err("bind", path))?;
+    let restrict = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| listener.set_nonblocking(true));
+    if let Err(e) = restrict {
+        let _ = std::fs::remove_file(path);
+        return Err(io_err("prepare socket", path)(e));
+    }
+    Ok(listener)
+}
+
+fn create(cfg: &ServeConfig) -> Result<Container, ServeError> {
+    let state_dir = cfg.runtime_root.join(&cfg.id);
+    // Never clean up what an earlier attempt (or another container) owns.
+    if state_dir.exists() {
+        return Err(ServeError::Exists {
+            id: cfg.id.clone(),
+            root: cfg.runtime_root.clone(),
+        });
+    }
+    let reply = helper::run("libcontainer create", || {
+        let stdio = ContainerStdio::null().map_err(|e| format!("open /dev/null: {e}"))?;
+        runtime::create(&cfg.id, &cfg.bundle, &cfg.runtime_root, stdio).map(|p| p.to_string())
+    });
+    let init = reply.map_err(ServeError::from).and_then(|r| {
+        r.parse::<i32>()
+            .map(Pid::from_raw)
+            .map_err(|_| ServeError::Setup(format!("libcontainer create: bad init pid {r:?}")))
+    });
+    let init = match init {
+        Ok(pid) => pid,
+        Err(e) => {
+            // libcontainer cleans up most failures itself, but not all (e.g. a state dir made
+            // before the spec turned out invalid); delete whatever is left.
+            if let Err(d) = helper::run("libcontainer delete", || {
+                runtime::delete(&cfg.id, &cfg.runtime_root).map(|()| String::new())
+            }) {
+                tracing::error!(id = %cfg.id, error = %d, "cleanup after a failed create");
+            }
+            return Err(e);
+        }
+    };
+    // The helper has exited, so init is ours now (we are its subreaper).
+    let cgroup = match ContainerCgroup::of(init.as_raw()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(id = %cfg.id, pid = %init, error = %e, "cannot read init's cgroup");
+            None
+        }
+    };
+    if cgroup.is_none() {
+        tracing::warn!(id = %cfg.id, "container cgroup unknown: kill --all signals init only");
+    }
+    tracing::info!(id = %cfg.id, pid = %init, "container created");
+    Ok(Container {
+        init,
+        status: Status::Created,
+        created_at: now_nanos(),
+        started_at: 0,
+        cgroup,
+    })
+}
+
+/// A monitor with a created container.
+pub struct Monitor {
+    id: String,
+    runtime_root: PathBuf,
+    dir: PathBuf,
+    listener: UnixListener,
+    signals: SignalFd,
+    container: Container,
+    exited: Option<ExitInfo>,
+}
+
+impl Monitor {
+    pub fn init_pid(&self) -> i32 {
+        self.container.init.as_raw()
+    }
+
+    /// Gives up a container nobody will supervise (the launcher that was to report it is
+    /// gone): kill it, delete it and remove our files.
+    pub fn abandon(mut self) {
+        tracing::warn!(id = %self.id, "launcher gone before the container was reported; removing it");
+        let _ = kill(self.container.init, Signal::SIGKILL);
+        let _ = waitpid(self.container.init, None);
+        self.reap();
+        self.delete();
+        self.remove_files();
+    }
+
+    /// Serves until the container has exited and is recorded. Returns the process exit code.
+    pub fn run(mut self) -> u8 {
+        // init may have died before we started watching SIGCHLD for it.
+        self.reap();
+        sys::trim_file_pages();
+        if let Some(kib) = sys::vm_rss_kib(std::process::id() as i32) {
+            tracing::debug!(id = %self.id, rss_kib = kib, "serving");
+        }
+        while self.exited.is_none() {
+            let (sig_ready, conn_ready) = {
+                let mut fds = [
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "poll failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if sig_ready {
+                self.drain_signals();
+            }
+            if conn_ready && self.exited.is_none() {
+                self.accept();
+                // Requests (start in particular) touch code that is not needed again.
+                sys::trim_file_pages();
+            }
+        }
+        self.finish()
+    }
+
+    fn drain_signals(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => {}
+                Ok(s) => {
+                    tracing::info!(id = %self.id, signal = %s, "ignored: the container outlives its monitor's callers")
+                }
+                Err(_) => {}
+            }
+        }
+        // SIGCHLD coalesces, so always reap everything there is.
+        self.reap();
+    }
+
+    /// Reaps every exited child: init (recording its status) and orphans reparented to us.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "waitpid failed");
+                    break;
+                }
+                Ok(status) => {
+                    if status.pid() == Some(self.container.init) {
+                        self.record_exit(status);
+                    } else {
+                        tracing::debug!(?status, "reaped an orphan");
+                    }
+                }
+            }
+        }
+    }
+
+    fn record_exit(&mut self, status: WaitStatus) {
+        let Some((exit_code, signal)) = exit::exit_code(status) else {
+            return;
+        };
+        tracing::info!(id = %self.id, exit_code, ?signal, "container exited");
+        self.container.status = Status::Exited;
+        self.exited = Some(ExitInfo {
+            version: exit::EXIT_RECORD_VERSION,
+            pid: self.container.init.as_raw(),
+            exit_code,
+            signal,
+            created_at: self.container.created_at,
+            started_at: self.container.started_at,
+            finished_at: now_nanos(),
+            cleanup_error: None,
+        });
+    }
+
+    /// After init's exit: delete the container, then publish the exit record and go away.
+    fn finish(mut self) -> u8 {
+        let cleanup_error = self.delete();
+        let Some(mut info) = self.exited.take() else {
+            return 1;
+        };
+        info.cleanup_error = cleanup_error;
+        let path = self.dir.join(paths::EXIT_FILE);
+        let code = match exit::write(&path, &info) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the exit record");
+                1
+            }
+        };
+        self.remove_files();
+        code
+    }
+
+    /// Kills what is left of the container and deletes it; returns the error, if any.
+    fn delete(&mut self) -> Option<String> {
+        // Without a pid namespace, init's exit leaves its children running; libcontainer's
+        // delete only kills them when it believes the container still runs.
+        if let Some(cg) = &self.container.cgroup
+            && let Err(e) = cg.kill_all(Signal::SIGKILL)
+        {
+            tracing::warn!(id = %self.id, error = %e, "killing the container's leftovers");
+        }
+        let result = helper::run("libcontainer delete", || {
+            runtime::delete(&self.id, &self.runtime_root).map(|()| String::new())
+        });
+        self.reap();
+        match result {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(id = %self.id, error = %e, "deleting the container");
+                Some(e.to_string())
+            }
+        }
+    }
+
+    fn remove_files(&self) {
+        let _ = std::fs::remove_file(paths::socket_path(&self.dir));
+        let _ = std::fs::remove_file(self.dir.join(paths::PID_FILE));
+    }
+
+    fn accept(&mut self) {
+        let stream = match self.listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                return;
+            }
+        };
+        if let Err(e) = self.serve_one(stream) {
+            tracing::debug!(error = %e, "control connection failed");
+        }
+    }
+
+    /// One request and its response per connection.
+    fn serve_one(&mut self, mut stream: UnixStream) -> io::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        // The socket is 0600 already; checking the peer also covers a directory handed to
+        // another user by mistake.
+        let peer = getsockopt(&stream, sockopt::PeerCredentials).map_err(io::Error::from)?;
+        if peer.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "foreign peer",
+            ));
+        }
+        let request: proto::Request = wire::read_msg(&mut stream)?;
+        let response = match request.op {
+            Some(Op::Start(_)) => self.start(),
+            Some(Op::Kill(k)) => self.kill(k.signal, k.all),
+            Some(Op::State(_)) => Ok(()),
+            None => Err("empty request".to_owned()),
+        };
+        let response = proto::Response {
+            error: response.err().unwrap_or_default(),
+            state: Some(self.state()),
+        };
+        wire::write_msg(&mut stream, &response)
+    }
+
+    fn state(&self) -> proto::State {
+        let c = &self.container;
+        let exited = self.exited.as_ref();
+        proto::State {
+            status: c.status as i32,
+            pid: c.init.as_raw(),
+            exit_code: exited.map_or(0, |e| e.exit_code),
+            created_at: c.created_at,
+            started_at: c.started_at,
+            finished_at: exited.map_or(0, |e| e.finished_at),
+        }
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        match self.container.status {
+            Status::Running => return Ok(()),
+            Status::Created => {}
+            other => return Err(format!("container is {}", other.as_str_name())),
+        }
+        helper::run("libcontainer start", || {
+            runtime::start(&self.id, &self.runtime_root).map(|()| String::new())
+        })
+        .map_err(|e| e.to_string())?;
+        self.container.status = Status::Running;
+        self.container.started_at = now_nanos();
+        tracing::info!(id = %self.id, "container started");
+        Ok(())
+    }
+
+    fn kill(&mut self, signal: i32, all: bool) -> Result<(), String> {
+        let signal = Signal::try_from(signal).map_err(|_| format!("invalid signal {signal}"))?;
+        if self.container.status == Status::Exited {
+            return Ok(());
+        }
+        tracing::info!(id = %self.id, %signal, all, "signalling the container");
+        if all && let Some(cg) = &self.container.cgroup {
+            return cg
+                .kill_all(signal)
+                .map(drop)
+                .map_err(|e| format!("signal cgroup {}: {e}", cg.dir().display()));
+        }
+        // init is our unreaped child, so its pid cannot have been reused: the signal reaches
+        // the container or a zombie of it, never a stranger.
+        kill(self.container.init, signal).map_err(|e| format!("kill {}: {e}", self.container.init))
+    }
+}

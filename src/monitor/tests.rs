@@ -1,0 +1,87 @@
+//! Unit tests for the monitor's pure parts (the real-process tests are in
+//! tests/monitor_lifecycle.rs, which runs the built `crius` binary).
+
+use super::exit::{self, ExitInfo};
+use super::proto;
+use super::{paths, validate_id, wire};
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use std::path::Path;
+
+#[test]
+fn exit_codes_follow_shell_convention() {
+    let pid = Pid::from_raw(7);
+    assert_eq!(exit::exit_code(WaitStatus::Exited(pid, 3)), Some((3, None)));
+    assert_eq!(
+        exit::exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+        Some((137, Some(9)))
+    );
+    assert_eq!(
+        exit::exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, true)),
+        Some((143, Some(15)))
+    );
+    assert_eq!(exit::exit_code(WaitStatus::StillAlive), None);
+}
+
+#[test]
+fn exit_record_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(paths::EXIT_FILE);
+    assert_eq!(exit::read(&path), None);
+    let info = ExitInfo {
+        version: exit::EXIT_RECORD_VERSION,
+        pid: 42,
+        exit_code: 137,
+        signal: Some(9),
+        created_at: 1,
+        started_at: 2,
+        finished_at: 3,
+        cleanup_error: None,
+    };
+    exit::write(&path, &info).unwrap();
+    assert_eq!(exit::read(&path), Some(info));
+    std::fs::write(&path, b"{torn").unwrap();
+    assert_eq!(exit::read(&path), None);
+}
+
+#[test]
+fn frames_round_trip_and_limits_hold() {
+    let req = proto::Request {
+        op: Some(proto::request::Op::Kill(proto::KillRequest {
+            signal: 9,
+            all: true,
+        })),
+    };
+    let buf = wire::frame(&req).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize,
+        buf.len() - 4
+    );
+    let back: proto::Request = wire::read_msg(&mut &buf[..]).unwrap();
+    assert_eq!(back, req);
+
+    let huge = (wire::MAX_MESSAGE as u32 + 1).to_be_bytes();
+    let err = wire::read_msg::<proto::Request>(&mut &huge[..]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    let truncated = &buf[..buf.len() - 1];
+    assert!(wire::read_msg::<proto::Request>(&mut &truncated[..]).is_err());
+}
+
+#[test]
+fn socket_paths_must_fit_sun_path() {
+    assert!(paths::check_socket_path(Path::new("/run/crius/m/abc")).is_ok());
+    let long = format!("/run/crius/{}", "x".repeat(100));
+    let err = paths::check_socket_path(Path::new(&long)).unwrap_err();
+    assert!(err.contains("at most 107"), "{err}");
+}
+
+#[test]
+fn ids_are_plain_names() {
+    for ok in ["abc", "A-b_c+d.e", "0123456789abcdef"] {
+        assert!(validate_id(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", ".", "..", "a/b", "../x", "a b", "é"] {
+        assert!(validate_id(bad).is_err(), "{bad:?}");
+    }
+}
