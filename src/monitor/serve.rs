@@ -218,9 +218,6 @@ impl Monitor {
         // init may have died before we started watching SIGCHLD for it.
         self.reap();
         sys::trim_file_pages();
-        if let Some(kib) = sys::vm_rss_kib(std::process::id() as i32) {
-            tracing::debug!(id = %self.id, rss_kib = kib, "serving");
-        }
         while self.exited.is_none() {
             let (sig_ready, conn_ready) = {
                 let mut fds = [

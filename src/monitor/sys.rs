@@ -87,28 +87,31 @@ pub fn trim_file_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
+    let mut ranges = Vec::with_capacity(32);
     let mut candidate: Option<(usize, usize)> = None;
     let mut rss = 0u64;
-    let flush = |range: Option<(usize, usize)>, rss: u64, anon_free: bool| {
-        if let Some((start, end)) = range
-            && rss > 0
-            && anon_free
-        {
-            // SAFETY: the range is a whole private, read-only file mapping of this process
-            // with no anonymous pages; dropping its page-table entries makes later accesses
-            // refault the same file contents.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        }
-    };
     for line in smaps.lines() {
         if let Some(v) = line.strip_prefix("Rss:") {
             rss = kib(v);
         } else if let Some(v) = line.strip_prefix("Anonymous:") {
-            flush(candidate.take(), rss, kib(v) == 0);
+            if let Some(range) = candidate.take()
+                && rss > 0
+                && kib(v) == 0
+            {
+                ranges.push(range);
+            }
         } else if let Some(range) = mapping_header(line) {
             candidate = range;
             rss = 0;
         }
+    }
+    drop(smaps);
+    // Zap last, in one tight loop: whatever runs after the zap is faulted back in.
+    for (start, end) in ranges {
+        // SAFETY: the range is a whole private, read-only file mapping of this process with no
+        // anonymous pages; dropping its page-table entries makes later accesses refault the
+        // same file contents.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
 
@@ -136,16 +139,6 @@ fn mapping_header(line: &str) -> Option<Option<(usize, usize)>> {
         && path.starts_with('/')
         && !path.starts_with("/dev/");
     Some(eligible.then_some((start, end)))
-}
-
-/// The resident set size of process `pid` in KiB, from /proc/PID/status.
-pub fn vm_rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[cfg(test)]
