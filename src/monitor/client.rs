@@ -223,6 +223,12 @@ pub struct ContainerState {
     pub finished_at: i64,
 }
 
+impl ContainerState {
+    pub fn is_exited(&self) -> bool {
+        self.status == ContainerStatus::Exited
+    }
+}
+
 impl From<&ExitInfo> for ContainerState {
     fn from(e: &ExitInfo) -> Self {
         Self {
