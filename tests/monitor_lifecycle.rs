@@ -417,3 +417,35 @@ async fn orphaned_container_is_deleted_without_its_monitor() {
         .await
         .expect("second cleanup");
 }
+
+#[tokio::test]
+async fn a_wedged_monitor_times_out_instead_of_hanging() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new("wedged");
+    f.write_spec(&["/busybox", "sleep", "1000"], true);
+    let created = spawn_create(&f.config()).await.expect("create");
+    let monitor = nix::unistd::Pid::from_raw(created.monitor_pid);
+    let client = f.client().with_call_timeout(Duration::from_millis(300));
+    nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let result = client.state().await;
+    nix::sys::signal::kill(monitor, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        matches!(result, Err(MonitorError::Timeout { .. })),
+        "{result:?}"
+    );
+    // It serves again once it runs, and the stuck connection did not poison it.
+    assert_eq!(
+        client.state().await.unwrap().status,
+        ContainerStatus::Created
+    );
+    client.kill(SIGKILL, false).await.unwrap();
+    let exit = client
+        .wait_exited(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.exit_code, 137);
+    f.assert_cleaned();
+}

@@ -263,6 +263,7 @@ fn state_from_proto(s: &proto::State) -> Result<ContainerState, String> {
 #[derive(Debug, Clone)]
 pub struct MonitorClient {
     dir: PathBuf,
+    call_timeout: Duration,
 }
 
 /// Outcome of one control call.
@@ -276,7 +277,14 @@ impl MonitorClient {
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
+            call_timeout: CALL_TIMEOUT,
         }
+    }
+
+    /// Overrides how long one request may take (default 10 s).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -386,7 +394,7 @@ impl MonitorClient {
             wire::write_msg_async(&mut stream, &request).await?;
             wire::read_msg_async::<proto::Response>(&mut stream).await
         };
-        match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+        match tokio::time::timeout(self.call_timeout, exchange).await {
             Ok(Ok(response)) => Ok(Reply::Response(response)),
             // A refused or dropped connection means the monitor is gone or finishing: it
             // writes the exit record before it closes its socket.
@@ -404,7 +412,7 @@ impl MonitorClient {
             Err(_) => Err(MonitorError::Timeout {
                 op: op_name,
                 dir: self.dir.clone(),
-                timeout: CALL_TIMEOUT,
+                timeout: self.call_timeout,
             }),
         }
     }
