@@ -423,8 +423,17 @@ fn clean_path(p: &Path, allow_absolute: bool) -> Result<Vec<OsString>, String> {
 fn read_meta<R: Read>(e: &mut tar::Entry<'_, R>) -> Result<Meta, String> {
     let h = e.header();
     let mode = h.mode().map_err(|e| format!("bad mode: {e}"))? & 0o7777;
-    let mut uid = h.uid().map_err(|e| format!("bad uid: {e}"))?;
-    let mut gid = h.gid().map_err(|e| format!("bad gid: {e}"))?;
+    // An all-blank numeric field reads as 0, as Go's archive/tar (which wrote most layers in
+    // the wild) treats it.
+    let blank = |field: &[u8]| field.iter().all(|b| *b == 0 || *b == b' ');
+    let mut uid = match h.uid() {
+        Err(_) if blank(&h.as_old().uid) => 0,
+        other => other.map_err(|e| format!("bad uid: {e}"))?,
+    };
+    let mut gid = match h.gid() {
+        Err(_) if blank(&h.as_old().gid) => 0,
+        other => other.map_err(|e| format!("bad gid: {e}"))?,
+    };
     let mut mtime = libc::timespec {
         tv_sec: h.mtime().unwrap_or(0) as libc::time_t,
         tv_nsec: 0,

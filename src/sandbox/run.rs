@@ -288,9 +288,8 @@ const SHM_SIZE: &str = "size=65536k";
 
 fn mount_shm(path: &Path) -> nix::Result<()> {
     use nix::mount::{MsFlags, mount};
-    std::fs::create_dir_all(path).map_err(|e| {
-        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-    })?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
     mount(
         Some("shm"),
         path,

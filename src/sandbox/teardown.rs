@@ -67,9 +67,9 @@ impl Context {
             let _ = std::fs::remove_dir(&shm);
             crate::snapshot::remove_rootfs(&dir)
         })
-            .await
-            .map_err(|e| CriError::Internal(format!("remove rootfs task: {e}")))?
-            .map_err(|e| CriError::internal(format!("removing rootfs of sandbox {id}"), e))
+        .await
+        .map_err(|e| CriError::Internal(format!("remove rootfs task: {e}")))?
+        .map_err(|e| CriError::internal(format!("removing rootfs of sandbox {id}"), e))
     }
 
     pub async fn remove_monitor_dir(&self, id: &str) {
