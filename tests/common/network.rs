@@ -140,6 +140,21 @@ impl TestNetwork {
         fs::write(self.failpoint_marker(), b"armed\n").expect("arm failpoint");
     }
 
+    fn hang_marker(&self) -> PathBuf {
+        self.dir.join("failpoint.hang")
+    }
+
+    /// From now on ADD through this network blocks (after bridge has allocated an IP) until
+    /// [`Self::release_hang`]: a RunPodSandbox caught mid-CNI.
+    pub fn arm_hang(&self) {
+        assert!(self.failpoint, "network {} has no failpoint plugin", self.name);
+        fs::write(self.hang_marker(), b"hang\n").expect("arm hang");
+    }
+
+    pub fn release_hang(&self) {
+        let _ = fs::remove_file(self.hang_marker());
+    }
+
     pub fn disarm_failpoint(&self) {
         let _ = fs::remove_file(self.failpoint_marker());
     }
@@ -169,6 +184,7 @@ impl TestNetwork {
 echo "$CNI_COMMAND $CNI_CONTAINERID" >> '{log}'
 case "$CNI_COMMAND" in
 ADD)
+    while [ -e '{hang}' ]; do sleep 0.1; done
     if [ -e '{marker}' ]; then
         cat >/dev/null
         printf '%s\n' '{{"cniVersion":"1.0.0","code":999,"msg":"failpoint: injected ADD failure","details":"crius test failpoint plugin is armed"}}'
@@ -187,6 +203,7 @@ exit 0
 "#,
             log = self.failpoint_log().display(),
             marker = self.failpoint_marker().display(),
+            hang = self.hang_marker().display(),
         );
         let path = bin.join(FAILPOINT_PLUGIN);
         fs::write(&path, script).expect("write failpoint plugin");
