@@ -203,6 +203,9 @@ impl Config {
     pub fn sandboxes_dir(&self) -> PathBuf {
         self.root.join("sandboxes")
     }
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
     pub fn cni_cache_dir(&self) -> PathBuf {
         self.root.join("cni")
     }

@@ -20,6 +20,9 @@ pub enum CriError {
     FailedPrecondition(String),
     #[error("{0}")]
     Unimplemented(String),
+    /// The operation ran out of the time the caller gave it (ExecSync's timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The node failed to do what was asked; the message carries the chain of causes.
     #[error("{0}")]
     Internal(String),
@@ -49,6 +52,7 @@ impl CriError {
             CriError::AlreadyExists(_) => Code::AlreadyExists,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::Unimplemented(_) => Code::Unimplemented,
+            CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::Internal(_) => Code::Unknown,
         }
     }

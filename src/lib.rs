@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod container;
+pub mod context;
 pub mod error;
 pub mod image;
 pub mod monitor;

@@ -658,3 +658,14 @@ fn fsetxattr(fd: RawFd, key: &str, value: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Open `path` for reading inside the tree rooted at `root`, resolving every symlink and `..`
+/// as if `root` were `/` (RESOLVE_IN_ROOT): a hostile image cannot point the read at the host.
+pub fn open_in_root(root: RawFd, path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    openat2(
+        root,
+        path.as_os_str(),
+        libc::O_RDONLY | libc::O_NOCTTY,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}

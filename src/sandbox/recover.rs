@@ -10,19 +10,7 @@ impl Context {
     /// Reconcile every loaded record with its monitor, and clean directories that a crash left
     /// without a record (a RunPodSandbox killed before its first write holds nothing else).
     pub async fn recover_sandboxes(&self, orphans: Vec<PathBuf>) {
-        for dir in orphans {
-            tracing::warn!(path = %dir.display(), "removing sandbox dir without a record");
-            let d = dir.clone();
-            let removed = tokio::task::spawn_blocking(move || {
-                crate::snapshot::remove_rootfs(&d)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| std::fs::remove_dir_all(&d).map_err(|e| e.to_string()))
-            })
-            .await;
-            if let Ok(Err(e)) = removed {
-                tracing::error!(path = %dir.display(), error = %e, "cleaning orphan sandbox dir");
-            }
-        }
+        self.remove_orphan_dirs(orphans).await;
         for record in self.sandboxes.list() {
             let id = record.id.clone();
             let next = match record.state {

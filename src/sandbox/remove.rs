@@ -26,6 +26,10 @@ impl Context {
         }
         // The CRI contract: anything still running in the sandbox is forcibly terminated.
         self.stop_sandbox_resources(id).await?;
+        for container in self.containers_of(id) {
+            let _op = self.locks.lock(&container).await;
+            self.remove_container_files(&container).await?;
+        }
         self.remove_rootfs(id).await?;
         self.remove_monitor_dir(id).await;
         self.sandboxes

@@ -64,7 +64,7 @@ impl Rollback {
                 }
                 Undo::RemoveRootfs { id } => ctx.remove_rootfs(id).await.map_err(|e| e.to_string()),
                 Undo::KillContainer { id } => ctx
-                    .kill_sandbox_container(id)
+                    .kill_now(id)
                     .await
                     .map_err(|e| e.to_string()),
                 Undo::Unpin { path } => {

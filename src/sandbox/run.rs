@@ -136,20 +136,8 @@ impl Context {
             .map_err(|e| CriError::internal("updating sandbox record", e))?;
 
         let dir = self.sandbox_dir(id);
-        let images = self.images.clone();
-        let image_for_mount = image.clone();
-        let rootfs_base = dir.clone();
         rollback.push(Undo::RemoveRootfs { id: id.into() });
-        let rootfs = tokio::task::spawn_blocking(move || -> CriResult<std::path::PathBuf> {
-            let lowers = images
-                .snapshot_dirs(&image_for_mount)
-                .map_err(|e| CriError::internal("resolving sandbox image snapshots", e))?;
-            let dirs = crate::snapshot::prepare_rootfs(&lowers, &rootfs_base)
-                .map_err(|e| CriError::internal("preparing sandbox rootfs", e))?;
-            Ok(dirs.merged)
-        })
-        .await
-        .map_err(|e| CriError::Internal(format!("rootfs task: {e}")))??;
+        let rootfs = self.prepare_overlay(&image, &dir).await?;
 
         let files = write_pod_files(&dir, config, record.host_network)
             .map_err(|e| CriError::internal("writing resolv.conf/hostname/hosts", e))?;

@@ -32,7 +32,13 @@ impl Context {
 
     /// The body of Stop, for callers that already hold the sandbox's op lock.
     pub(crate) async fn stop_sandbox_resources(&self, id: &str) -> CriResult<()> {
-        self.kill_sandbox_container(id).await?;
+        // The pod's containers first: they live in the namespaces the pause holds.
+        for container in self.containers_of(id) {
+            let _op = self.locks.lock(&container).await;
+            self.kill_now(&container).await?;
+            self.refresh_container_id(&container);
+        }
+        self.kill_now(id).await?;
         self.teardown_network(id).await?;
         self.sandboxes
             .update(id, |r| {

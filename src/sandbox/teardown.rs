@@ -10,9 +10,9 @@ use std::time::Duration;
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl Context {
-    /// Kill the sandbox's init (and anything else in its cgroup) and wait until its monitor has
-    /// reaped it and deleted libcontainer's state and cgroup.
-    pub async fn kill_sandbox_container(&self, id: &str) -> CriResult<()> {
+    /// Kill a container's init (and anything else in its cgroup) and wait until its monitor has
+    /// reaped it and deleted libcontainer's state and cgroup. Used for pause and app containers.
+    pub async fn kill_now(&self, id: &str) -> CriResult<()> {
         let client = MonitorClient::new(&self.monitor_dir(id));
         match client.state().await {
             Ok(state) if state.is_exited() => Ok(()),
@@ -20,13 +20,13 @@ impl Context {
                 client
                     .kill(libc::SIGKILL, true)
                     .await
-                    .map_err(|e| CriError::internal(format!("killing sandbox {id}"), e))?;
+                    .map_err(|e| CriError::internal(format!("killing container {id}"), e))?;
                 match client.wait_exited(KILL_WAIT).await {
                     Ok(Some(_)) => Ok(()),
                     Ok(None) => Err(CriError::Internal(format!(
-                        "sandbox {id}: init did not exit within {KILL_WAIT:?} of SIGKILL"
+                        "container {id}: init did not exit within {KILL_WAIT:?} of SIGKILL"
                     ))),
-                    Err(e) => Err(CriError::internal(format!("waiting for sandbox {id}"), e)),
+                    Err(e) => Err(CriError::internal(format!("waiting for container {id}"), e)),
                 }
             }
             // No monitor (never started, or killed): libcontainer may still have state and a
@@ -35,11 +35,11 @@ impl Context {
                 if self.runtime_root().join(id).exists() {
                     crate::monitor::cleanup_orphan(&self.exe, &self.runtime_root(), id)
                         .await
-                        .map_err(|e| CriError::internal(format!("cleaning sandbox {id}"), e))?;
+                        .map_err(|e| CriError::internal(format!("cleaning container {id}"), e))?;
                 }
                 Ok(())
             }
-            Err(e) => Err(CriError::internal(format!("sandbox {id} monitor"), e)),
+            Err(e) => Err(CriError::internal(format!("container {id} monitor"), e)),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::config::{CgroupDriver, Config, DEFAULT_CONFIG_PATH};
 use crate::image::ImageStore;
 use crate::network::{Cni, CniOptions};
 use crate::sandbox::{Context, OpLocks};
-use crate::store::SandboxStore;
+use crate::store::{ContainerStore, SandboxStore};
 use anyhow::Context as _;
 use clap::Args;
 use k8s_cri::v1::image_service_server::ImageServiceServer;
@@ -87,6 +87,9 @@ impl DaemonArgs {
     }
 }
 
+/// Events kept for a GetContainerEvents subscriber that is briefly behind.
+const EVENT_BUFFER: usize = 1024;
+
 /// `crius daemon`: resolve the config, start tokio, serve until SIGTERM/SIGINT.
 pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
@@ -116,6 +119,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .context("importing the built-in sandbox image")?;
     }
     let (sandboxes, orphans) = SandboxStore::open(&config.sandboxes_dir())?;
+    let (containers, container_orphans) = ContainerStore::open(&config.containers_dir())?;
     let cni = Cni::new(CniOptions {
         conf_dir: config.cni.conf_dir.clone(),
         bin_dirs: config.cni.bin_dirs.clone(),
@@ -132,12 +136,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         images,
         sandboxes,
+        containers,
         cni,
         locks: OpLocks::default(),
         exe,
         sandbox_oom_score_adj,
+        events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
+        cpu: Default::default(),
     });
     ctx.recover_sandboxes(orphans).await;
+    ctx.recover_containers(container_orphans).await;
+    ctx.spawn_exit_watcher();
 
     let listener = socket::bind(&config.socket)?;
     tracing::info!(

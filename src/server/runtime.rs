@@ -109,46 +109,77 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    #[tracing::instrument(name = "CreateContainer", skip_all, fields(pod = %req.get_ref().pod_sandbox_id, id = tracing::field::Empty))]
     async fn create_container(
         &self,
-        _req: Request<cri::CreateContainerRequest>,
+        req: Request<cri::CreateContainerRequest>,
     ) -> Reply<cri::CreateContainerResponse> {
-        not_yet("CreateContainer")
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| CriError::InvalidArgument("CreateContainer without a config".into()))?;
+        let id = self
+            .ctx
+            .create_container(&req.pod_sandbox_id, config)
+            .await?;
+        tracing::Span::current().record("id", id.as_str());
+        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
     }
 
+    #[tracing::instrument(name = "StartContainer", skip_all, fields(id = %req.get_ref().container_id))]
     async fn start_container(
         &self,
-        _req: Request<cri::StartContainerRequest>,
+        req: Request<cri::StartContainerRequest>,
     ) -> Reply<cri::StartContainerResponse> {
-        not_yet("StartContainer")
+        self.ctx
+            .start_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
+    #[tracing::instrument(name = "StopContainer", skip_all, fields(id = %req.get_ref().container_id))]
     async fn stop_container(
         &self,
-        _req: Request<cri::StopContainerRequest>,
+        req: Request<cri::StopContainerRequest>,
     ) -> Reply<cri::StopContainerResponse> {
-        not_yet("StopContainer")
+        let req = req.into_inner();
+        self.ctx
+            .stop_container(&req.container_id, req.timeout)
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
+    #[tracing::instrument(name = "RemoveContainer", skip_all, fields(id = %req.get_ref().container_id))]
     async fn remove_container(
         &self,
-        _req: Request<cri::RemoveContainerRequest>,
+        req: Request<cri::RemoveContainerRequest>,
     ) -> Reply<cri::RemoveContainerResponse> {
-        not_yet("RemoveContainer")
+        self.ctx
+            .remove_container(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
+    #[tracing::instrument(name = "ListContainers", level = "debug", skip_all)]
     async fn list_containers(
         &self,
-        _req: Request<cri::ListContainersRequest>,
+        req: Request<cri::ListContainersRequest>,
     ) -> Reply<cri::ListContainersResponse> {
-        not_yet("ListContainers")
+        let req = req.into_inner();
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: self.ctx.list_containers(req.filter.as_ref()),
+        }))
     }
 
+    #[tracing::instrument(name = "ContainerStatus", level = "debug", skip_all, fields(id = %req.get_ref().container_id))]
     async fn container_status(
         &self,
-        _req: Request<cri::ContainerStatusRequest>,
+        req: Request<cri::ContainerStatusRequest>,
     ) -> Reply<cri::ContainerStatusResponse> {
-        not_yet("ContainerStatus")
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.ctx.container_status(&req.container_id, req.verbose)?,
+        ))
     }
 
     async fn update_container_resources(
@@ -165,8 +196,14 @@ impl RuntimeService for Runtime {
         not_yet("ReopenContainerLog")
     }
 
-    async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
-        not_yet("ExecSync")
+    #[tracing::instrument(name = "ExecSync", skip_all, fields(id = %req.get_ref().container_id))]
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        Ok(Response::new(
+            self.ctx
+                .exec_sync(&req.container_id, req.cmd, req.timeout)
+                .await?,
+        ))
     }
 
     async fn exec(&self, _req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
@@ -299,7 +336,12 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        not_yet("GetContainerEvents")
+        use tokio_stream::StreamExt;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.ctx.events.subscribe())
+            // A subscriber that falls behind loses events (as with containerd); kubelet's
+            // evented PLEG relists when it sees a gap, so skipping is the right thing here.
+            .filter_map(|e| e.ok().map(Ok));
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_metric_descriptors(

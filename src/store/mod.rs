@@ -4,8 +4,10 @@
 //! `record.json` next to the object's bundle and overlay dirs, so removing an object is removing
 //! one directory. Records carry a schema version.
 
+pub mod container;
 pub mod records;
 pub mod sandbox;
 
+pub use container::{ContainerRecord, ContainerState, ContainerStore};
 pub use records::{Record, RecordStore, StoreError};
 pub use sandbox::{SandboxRecord, SandboxState, SandboxStore};

@@ -8,6 +8,7 @@
 
 pub mod cgroups;
 pub mod daemon;
+pub mod images;
 pub mod leaks;
 pub mod mounts;
 pub mod network;

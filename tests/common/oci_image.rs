@@ -9,7 +9,10 @@ const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
-/// One regular file in the image's single layer.
+/// `LayerFile::mode` of a symbolic link; its `data` is then the link target.
+pub const SYMLINK: u32 = 0o120777;
+
+/// One regular file (or, with mode [`SYMLINK`], a symlink) in the image's single layer.
 pub struct LayerFile<'a> {
     pub path: &'a str,
     pub data: &'a [u8],
@@ -95,7 +98,19 @@ pub fn write_image_archive(
 fn layer_tar(files: &[LayerFile<'_>]) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
     for f in files {
-        append(&mut tar, f.path.trim_start_matches('/'), f.data, f.mode);
+        let path = f.path.trim_start_matches('/');
+        if f.mode == SYMLINK {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_mtime(1_704_067_200);
+            let target = std::str::from_utf8(f.data).expect("utf-8 link target");
+            tar.append_link(&mut h, path, target)
+                .unwrap_or_else(|e| panic!("add symlink {path} to tar: {e}"));
+        } else {
+            append(&mut tar, path, f.data, f.mode);
+        }
     }
     tar.into_inner().expect("finish layer tar")
 }

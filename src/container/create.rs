@@ -1,0 +1,370 @@
+//! CreateContainer: reserve the name and save the record, writable overlay rootfs on the image's
+//! snapshots, OCI spec, bundle, then the monitor creates the container (not started) with its
+//! stdio going to the CRI log. Each step pushes its undo.
+
+use crate::context::Context;
+use crate::error::{CriError, CriResult};
+use crate::image::ImageRecord;
+use crate::monitor::{MonitorConfig, Stdio};
+use crate::oci::{ContainerSpecInput, SandboxFiles};
+use crate::store::container::{CONTAINER_RECORD_VERSION, container_name};
+use crate::store::{ContainerRecord, ContainerState, SandboxRecord, StoreError};
+use k8s_cri::v1::{ContainerConfig, ContainerEventType, NamespaceMode};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn validate(config: &ContainerConfig) -> CriResult<()> {
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| CriError::InvalidArgument("container config has no metadata".into()))?;
+    if meta.name.is_empty() {
+        return Err(CriError::InvalidArgument(
+            "container metadata.name must not be empty".into(),
+        ));
+    }
+    if config.image.as_ref().map(|i| i.image.is_empty()).unwrap_or(true) {
+        return Err(CriError::InvalidArgument(
+            "container config names no image".into(),
+        ));
+    }
+    if !config.log_path.is_empty() && Path::new(&config.log_path).is_absolute() {
+        return Err(CriError::InvalidArgument(format!(
+            "log_path {:?} must be relative to the pod's log directory",
+            config.log_path
+        )));
+    }
+    Ok(())
+}
+
+/// What a failed CreateContainer must undo, newest last.
+enum Undo {
+    Record,
+    Rootfs,
+    Container,
+}
+
+impl Context {
+    pub async fn create_container(
+        self: &Arc<Self>,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> CriResult<String> {
+        validate(&config)?;
+        if sandbox_id.is_empty() {
+            return Err(CriError::InvalidArgument("pod sandbox id is empty".into()));
+        }
+        let sandbox_id = self.sandboxes.resolve(sandbox_id).ok_or_else(|| {
+            CriError::NotFound(format!("pod sandbox {sandbox_id:?} not found"))
+        })?;
+        let ctx = self.clone();
+        tokio::spawn(async move { ctx.create_in_sandbox(&sandbox_id, config).await })
+            .await
+            .map_err(|e| CriError::Internal(format!("CreateContainer task: {e}")))?
+    }
+
+    async fn create_in_sandbox(&self, sandbox_id: &str, config: ContainerConfig) -> CriResult<String> {
+        // Holding the pod's lock keeps StopPodSandbox/RemovePodSandbox from racing a create.
+        let _pod = self.locks.lock(sandbox_id).await;
+        let sandbox = self
+            .sandboxes
+            .get(sandbox_id)
+            .map(|s| self.refreshed(s))
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {sandbox_id} not found")))?;
+        if !sandbox.is_ready() {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {sandbox_id} is not ready"
+            )));
+        }
+        let image_name = config.image.clone().unwrap_or_default().image;
+        let image = self.find_image(&image_name).await?;
+
+        let id = crate::util::new_id();
+        let meta = config.metadata.clone().unwrap_or_default();
+        let pod_meta = sandbox.config.metadata.clone().unwrap_or_default();
+        let log_path = (!config.log_path.is_empty()
+            && !sandbox.config.log_directory.is_empty())
+        .then(|| PathBuf::from(&sandbox.config.log_directory).join(&config.log_path));
+        let record = ContainerRecord {
+            version: CONTAINER_RECORD_VERSION,
+            id: id.clone(),
+            name: container_name(&meta, &pod_meta),
+            sandbox_id: sandbox_id.to_string(),
+            config: config.clone(),
+            image_ref: image_name.clone(),
+            image_id: image.id.clone(),
+            repo_digest: image.repo_digests.first().cloned(),
+            created_at: crate::util::now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            state: ContainerState::Creating,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            log_path,
+            cgroups_path: container_cgroups_path(&sandbox, &id),
+            init_pid: None,
+            stop_signal: crate::oci::stop_signal(&image.config),
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            user: None,
+        };
+        let _op = self.locks.lock(&id).await;
+        match self.containers.create(record.clone()) {
+            Ok(()) => {}
+            Err(StoreError::NameReserved { name, id }) => {
+                return Err(CriError::AlreadyExists(format!(
+                    "container name {name:?} is already reserved for container {id}"
+                )));
+            }
+            Err(e) => return Err(CriError::internal("saving container record", e)),
+        }
+        let mut undo = vec![Undo::Record];
+        match self.create_steps(&record, &sandbox, &image, &mut undo).await {
+            Ok(()) => {
+                self.emit(&id, ContainerEventType::ContainerCreatedEvent);
+                tracing::info!(container = %id, sandbox = %sandbox_id, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "CreateContainer failed; rolling back");
+                self.undo_create(&id, undo).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn undo_create(&self, id: &str, undo: Vec<Undo>) {
+        let mut failed = false;
+        for step in undo.into_iter().rev() {
+            let result = match step {
+                Undo::Container => self.kill_now(id).await,
+                Undo::Rootfs => self.remove_container_rootfs(id).await,
+                Undo::Record => {
+                    if failed {
+                        // Keep the record (CONTAINER_UNKNOWN) so RemoveContainer can retry.
+                        continue;
+                    }
+                    self.remove_monitor_dir(id).await;
+                    self.containers
+                        .delete(id)
+                        .map_err(|e| CriError::internal("removing container record", e))
+                }
+            };
+            if let Err(e) = result {
+                failed = true;
+                tracing::error!(container = %id, error = %e, "CreateContainer rollback step failed");
+            }
+        }
+    }
+
+    async fn create_steps(
+        &self,
+        record: &ContainerRecord,
+        sandbox: &SandboxRecord,
+        image: &ImageRecord,
+        undo: &mut Vec<Undo>,
+    ) -> CriResult<()> {
+        let id = record.id.as_str();
+        let dir = self.container_dir(id);
+        let config = &record.config;
+
+        undo.push(Undo::Rootfs);
+        let rootfs = self.prepare_overlay(image, &dir).await?;
+
+        let spec = self.container_spec(record, sandbox, image, &rootfs).await?;
+        let user = spec.process().as_ref().map(|p| {
+            let u = p.user();
+            (
+                u.uid(),
+                u.gid(),
+                u.additional_gids().clone().unwrap_or_default(),
+            )
+        });
+        let spec_json = serde_json::to_vec_pretty(&spec)
+            .map_err(|e| CriError::Internal(format!("serializing container spec: {e}")))?;
+        crate::util::atomic_write(&dir.join("config.json"), &spec_json)
+            .map_err(|e| CriError::internal("writing bundle config.json", e))?;
+
+        if let Some(log) = &record.log_path
+            && let Some(parent) = log.parent()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                CriError::internal(format!("creating log directory {}", parent.display()), e)
+            })?;
+        }
+        undo.push(Undo::Container);
+        let mut monitor = MonitorConfig::new(
+            id,
+            &dir,
+            &self.monitor_dir(id),
+            &self.runtime_root(),
+        );
+        monitor.exe = self.exe.clone();
+        monitor.stdio = Stdio {
+            log_path: record.log_path.clone(),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+        };
+        let created = crate::monitor::spawn_create(&monitor)
+            .await
+            .map_err(|e| CriError::internal("creating the container", e))?;
+        self.containers
+            .update(id, |r| {
+                r.init_pid = Some(created.init_pid);
+                r.user = user;
+                r.state = ContainerState::Created;
+            })
+            .map_err(|e| CriError::internal("updating container record", e))?;
+        Ok(())
+    }
+
+    /// Everything the pure spec builder needs, gathered from the node: the image's passwd and
+    /// group files, host devices, prepared mount sources, oom limits.
+    async fn container_spec(
+        &self,
+        record: &ContainerRecord,
+        sandbox: &SandboxRecord,
+        image: &ImageRecord,
+        rootfs: &Path,
+    ) -> CriResult<oci_spec::runtime::Spec> {
+        let sandbox_pid = sandbox.init_pid.ok_or_else(|| {
+            CriError::FailedPrecondition(format!("pod sandbox {} has no process", sandbox.id))
+        })?;
+        let target_pid = self.target_pid(&record.config)?;
+        let rootfs_owned = rootfs.to_path_buf();
+        let mut config = record.config.clone();
+        let privileged = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .map(|s| s.privileged)
+            .unwrap_or(false);
+        let cri_mounts = std::mem::take(&mut config.mounts);
+        let cri_devices = config.devices.clone();
+        type Gathered = (
+            Option<String>,
+            Option<String>,
+            Vec<k8s_cri::v1::Mount>,
+            Vec<crate::oci::ResolvedDevice>,
+            Vec<crate::oci::ResolvedDevice>,
+        );
+        let gathered = tokio::task::spawn_blocking(move || -> CriResult<Gathered> {
+            let passwd = super::rootfs_files::read_in_root(&rootfs_owned, "etc/passwd")
+                .map_err(|e| CriError::internal("reading the image's /etc/passwd", e))?;
+            let group = super::rootfs_files::read_in_root(&rootfs_owned, "etc/group")
+                .map_err(|e| CriError::internal("reading the image's /etc/group", e))?;
+            let mounts = crate::oci::container_mounts::prepare_mount_sources(&cri_mounts)
+                .map_err(spec_error)?;
+            let devices = crate::oci::resolve_devices(&cri_devices).map_err(spec_error)?;
+            let host_devices = if privileged {
+                crate::oci::resolve_all_host_devices().map_err(spec_error)?
+            } else {
+                Vec::new()
+            };
+            Ok((passwd, group, mounts, devices, host_devices))
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("spec task: {e}")))??;
+        let (passwd, group, mounts, devices, host_devices) = gathered;
+        config.mounts = mounts;
+        let sandbox_dir = self.sandbox_dir(&sandbox.id);
+        let shm = self.sandbox_shm_dir(&sandbox.id);
+        let resolv = sandbox_dir.join("resolv.conf");
+        let hostname = sandbox_dir.join("hostname");
+        let hosts = sandbox_dir.join("hosts");
+        let node_hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::oci::container_spec(&ContainerSpecInput {
+            id: &record.id,
+            sandbox_id: &sandbox.id,
+            config: &config,
+            sandbox_config: &sandbox.config,
+            image_config: &image.config,
+            image_name: &record.image_ref,
+            rootfs,
+            sandbox_pid,
+            target_pid,
+            sandbox_files: SandboxFiles {
+                resolv_conf: Some(&resolv),
+                hostname: Some(&hostname),
+                hosts: Some(&hosts),
+                dev_shm: crate::snapshot::is_mountpoint(&shm).then_some(shm.as_path()),
+            },
+            cgroups_path: &record.cgroups_path,
+            passwd: passwd.as_deref(),
+            group: group.as_deref(),
+            devices: &devices,
+            host_devices: &host_devices,
+            seccomp_profile_root: &self.config.root.join("seccomp"),
+            node_can_lower_oom: crate::oci::oom::node_can_lower(),
+            own_oom_score: crate::oci::oom::own_score(),
+            node_hostname: &node_hostname,
+            host: crate::oci::HostFeatures::detect(),
+        })
+        .map_err(spec_error)
+    }
+
+    /// For pid namespace mode TARGET: the init pid of the running target container.
+    fn target_pid(&self, config: &ContainerConfig) -> CriResult<Option<i32>> {
+        let Some(opts) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+        else {
+            return Ok(None);
+        };
+        if opts.pid != NamespaceMode::Target as i32 {
+            return Ok(None);
+        }
+        let target = self.container(&opts.target_id)?;
+        match (target.state, target.init_pid) {
+            (ContainerState::Running, Some(pid)) => Ok(Some(pid)),
+            _ => Err(CriError::FailedPrecondition(format!(
+                "target container {} is not running",
+                target.id
+            ))),
+        }
+    }
+
+    /// The image a container names, or NotFound (kubelet pulls before it creates).
+    async fn find_image(&self, reference: &str) -> CriResult<ImageRecord> {
+        let images = self.images.clone();
+        let r = reference.to_string();
+        tokio::task::spawn_blocking(move || images.get(&r))
+            .await
+            .map_err(|e| CriError::Internal(format!("image task: {e}")))?
+            .map_err(|e| match e {
+                crate::image::ImageError::InvalidReference { .. } => {
+                    CriError::InvalidArgument(e.to_string())
+                }
+                other => CriError::internal("looking up the image", other),
+            })?
+            .ok_or_else(|| CriError::NotFound(format!("image {reference:?} not found")))
+    }
+}
+
+pub(crate) fn spec_error(e: crate::oci::SpecError) -> CriError {
+    match e.grpc_code() {
+        tonic::Code::Unimplemented => CriError::Unimplemented(e.to_string()),
+        tonic::Code::FailedPrecondition => CriError::FailedPrecondition(e.to_string()),
+        _ => CriError::InvalidArgument(e.to_string()),
+    }
+}
+
+/// A container's cgroup sits beside the sandbox's, under the pod's cgroup parent.
+fn container_cgroups_path(sandbox: &SandboxRecord, id: &str) -> String {
+    match sandbox.cgroups_path.rsplit_once('/') {
+        Some((parent, _)) if !parent.is_empty() => {
+            let leaf = if parent == "/crius" {
+                id.to_string()
+            } else {
+                format!("crius-{id}")
+            };
+            format!("{parent}/{leaf}")
+        }
+        _ => format!("/crius/{id}"),
+    }
+}

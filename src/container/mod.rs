@@ -1,0 +1,50 @@
+//! Application container lifecycle: one file per CRI verb, sharing the daemon's context.
+//!
+//! A container lives in `<root>/containers/<id>/` (record, bundle config.json, writable overlay
+//! upper/work and the rootfs mount) and is run by its own `crius monitor` in `<state>/m/<id>/`,
+//! which holds its stdio, writes its CRI log and records its exit.
+
+pub mod create;
+pub mod events;
+pub mod exec;
+pub mod list;
+pub mod recover;
+pub mod remove;
+pub mod rootfs_files;
+pub mod start;
+pub mod stats;
+pub mod status;
+pub mod stop;
+pub mod update;
+
+use crate::context::Context;
+use crate::error::{CriError, CriResult};
+use crate::store::ContainerRecord;
+use std::path::PathBuf;
+
+impl Context {
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers.dir_of(id)
+    }
+
+    /// The container record for a full id or unique prefix, or NotFound.
+    pub fn container(&self, id: &str) -> CriResult<ContainerRecord> {
+        if id.is_empty() {
+            return Err(CriError::InvalidArgument("container id is empty".into()));
+        }
+        self.containers
+            .resolve(id)
+            .and_then(|id| self.containers.get(&id))
+            .ok_or_else(|| CriError::NotFound(format!("container {id:?} not found")))
+    }
+
+    /// Ids of the containers of one pod.
+    pub fn containers_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.containers
+            .list()
+            .into_iter()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id)
+            .collect()
+    }
+}

@@ -1,0 +1,51 @@
+//! StartContainer: the monitor starts the created container.
+
+use crate::context::Context;
+use crate::error::{CriError, CriResult};
+use crate::monitor::MonitorClient;
+use crate::store::ContainerState;
+use k8s_cri::v1::ContainerEventType;
+use std::sync::Arc;
+
+impl Context {
+    pub async fn start_container(self: &Arc<Self>, id: &str) -> CriResult<()> {
+        let id = self.container(id)?.id;
+        let ctx = self.clone();
+        tokio::spawn(async move { ctx.start_locked(&id).await })
+            .await
+            .map_err(|e| CriError::Internal(format!("StartContainer task: {e}")))?
+    }
+
+    async fn start_locked(&self, id: &str) -> CriResult<()> {
+        let _op = self.locks.lock(id).await;
+        let record = self.refresh_container(self.container(id)?);
+        if record.state != ContainerState::Created {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {id} is {:?}, not created",
+                record.state
+            )));
+        }
+        if let Some(log) = &record.log_path
+            && let Some(parent) = log.parent()
+            && !parent.exists()
+        {
+            return Err(CriError::FailedPrecondition(format!(
+                "log directory {} does not exist",
+                parent.display()
+            )));
+        }
+        MonitorClient::new(&self.monitor_dir(id))
+            .start()
+            .await
+            .map_err(|e| CriError::internal(format!("starting container {id}"), e))?;
+        self.containers
+            .update(id, |r| {
+                r.state = ContainerState::Running;
+                r.started_at = crate::util::now_nanos();
+            })
+            .map_err(|e| CriError::internal("updating container record", e))?;
+        self.emit(id, ContainerEventType::ContainerStartedEvent);
+        tracing::info!(container = %id, "container started");
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! StopContainer: the image's stop signal, then SIGKILL to everything in the container's cgroup
+//! when the grace period ends. Idempotent.
+
+use crate::context::Context;
+use crate::error::{CriError, CriResult};
+use crate::monitor::MonitorClient;
+use crate::store::ContainerState;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Context {
+    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout: i64) -> CriResult<()> {
+        let id = match self.container(id) {
+            Ok(r) => r.id,
+            // Stopping a container that is already gone succeeds, as Stop must be idempotent.
+            Err(CriError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let ctx = self.clone();
+        tokio::spawn(async move { ctx.stop_locked(&id, timeout).await })
+            .await
+            .map_err(|e| CriError::Internal(format!("StopContainer task: {e}")))?
+    }
+
+    async fn stop_locked(&self, id: &str, timeout: i64) -> CriResult<()> {
+        let _op = self.locks.lock(id).await;
+        let Some(record) = self.containers.get(id) else {
+            return Ok(());
+        };
+        let record = self.refresh_container(record);
+        match record.state {
+            ContainerState::Exited => return Ok(()),
+            ContainerState::Creating => return self.kill_now(id).await,
+            ContainerState::Created | ContainerState::Running => {}
+        }
+        if timeout > 0 && record.state == ContainerState::Running {
+            let client = MonitorClient::new(&self.monitor_dir(id));
+            client
+                .kill(record.stop_signal, false)
+                .await
+                .map_err(|e| CriError::internal(format!("signalling container {id}"), e))?;
+            let grace = Duration::from_secs(timeout as u64);
+            match client.wait_exited(grace).await {
+                Ok(Some(_)) => {
+                    self.refresh_container_id(id);
+                    tracing::info!(container = %id, "container stopped by its stop signal");
+                    return Ok(());
+                }
+                Ok(None) => {
+                    tracing::info!(container = %id, ?grace, "grace period over; SIGKILL")
+                }
+                Err(e) => return Err(CriError::internal(format!("waiting for {id}"), e)),
+            }
+        }
+        self.kill_now(id).await?;
+        self.refresh_container_id(id);
+        tracing::info!(container = %id, "container stopped");
+        Ok(())
+    }
+}

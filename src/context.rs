@@ -1,0 +1,94 @@
+//! The daemon's shared state: stores, network, locks and the event stream, handed to every
+//! lifecycle verb behind an `Arc`.
+
+use crate::config::Config;
+use crate::error::{CriError, CriResult};
+use crate::image::ImageRecord;
+use crate::image::ImageStore;
+use crate::network::Cni;
+use crate::stats::CpuSampler;
+use crate::store::{ContainerStore, SandboxStore};
+use k8s_cri::v1::ContainerEventResponse;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Everything a lifecycle verb needs. Shared by the gRPC services behind an `Arc`.
+pub struct Context {
+    pub config: Config,
+    pub images: ImageStore,
+    pub sandboxes: SandboxStore,
+    pub containers: ContainerStore,
+    pub cni: Cni,
+    pub locks: OpLocks,
+    /// This binary, re-executed as `crius monitor`.
+    pub exe: PathBuf,
+    /// The oom_score_adj the pause process gets after clamping to what the node allows.
+    pub sandbox_oom_score_adj: i32,
+    /// Container lifecycle events for GetContainerEvents subscribers (kubelet's evented PLEG).
+    pub events: tokio::sync::broadcast::Sender<ContainerEventResponse>,
+    /// Previous CPU samples, for usage_nano_cores between two stats calls.
+    pub cpu: CpuSampler,
+}
+
+/// Serialises lifecycle operations per object id (libcontainer takes no lock of its own, and a
+/// Stop racing a Run must see the Run's finished record).
+#[derive(Default)]
+pub struct OpLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl OpLocks {
+    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.locks.lock().expect("op locks");
+            map.entry(id.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Forget the lock of a removed object.
+    pub fn forget(&self, id: &str) {
+        self.locks.lock().expect("op locks").remove(id);
+    }
+}
+
+impl Context {
+    /// Mount an overlay rootfs for `image` under `base` (base/upper, base/work, base/rootfs) and
+    /// return the rootfs path; on failure nothing is left mounted.
+    pub async fn prepare_overlay(&self, image: &ImageRecord, base: &Path) -> CriResult<PathBuf> {
+        let images = self.images.clone();
+        let image = image.clone();
+        let base = base.to_path_buf();
+        tokio::task::spawn_blocking(move || -> CriResult<PathBuf> {
+            let lowers = images
+                .snapshot_dirs(&image)
+                .map_err(|e| CriError::internal(format!("resolving snapshots of {}", image.id), e))?;
+            let dirs = crate::snapshot::prepare_rootfs(&lowers, &base)
+                .map_err(|e| CriError::internal("preparing the overlay rootfs", e))?;
+            Ok(dirs.merged)
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("rootfs task: {e}")))?
+    }
+
+    /// Remove directories a crash left without a record (a create killed before its first
+    /// record write holds nothing else): unmount what may be mounted, then delete.
+    pub async fn remove_orphan_dirs(&self, orphans: Vec<PathBuf>) {
+        for dir in orphans {
+            tracing::warn!(path = %dir.display(), "removing a directory without a record");
+            let d = dir.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                let shm = d.join("shm");
+                crate::snapshot::unmount(&shm)
+                    .and_then(|_| crate::snapshot::remove_rootfs(&d))
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| std::fs::remove_dir_all(&d).map_err(|e| e.to_string()))
+            })
+            .await;
+            if let Ok(Err(e)) = removed {
+                tracing::error!(path = %dir.display(), error = %e, "cleaning orphan dir");
+            }
+        }
+    }
+}
