@@ -4,6 +4,7 @@
 //! never silently falls back to a default.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,6 +86,109 @@ impl CniConfig {
     }
 }
 
+/// `[registry]`: where images are pulled from and how (containerd's `registry.mirrors` and
+/// `registry.configs` keys, so an operator's existing config carries over).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Registry host (`docker.io`, `registry.k8s.io`, `127.0.0.1:5000`, or `*` for every
+    /// host without its own entry) -> endpoints tried, in order, before the host itself.
+    pub mirrors: BTreeMap<String, RegistryMirror>,
+    /// Endpoint host (`mirror.example`, `127.0.0.1:5000`) -> TLS settings and credentials.
+    pub configs: BTreeMap<String, RegistryHostConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryMirror {
+    /// `https://host[:port][/path]` or `http://...`; an `http://` endpoint is the only way
+    /// plain HTTP is ever used.
+    pub endpoint: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryHostConfig {
+    pub tls: Option<RegistryTls>,
+    pub auth: Option<RegistryAuth>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryTls {
+    /// PEM file of CA certificates trusted for this host, in addition to the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and its key, for registries that want mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate. Only for test setups.
+    pub insecure_skip_verify: bool,
+}
+
+/// Credentials for one endpoint host: `username` + `password`, `auth` (base64 of
+/// `user:password`), or `identitytoken` (an OAuth2 refresh token).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    pub auth: String,
+    pub identitytoken: String,
+}
+
+// Hand-written so secrets never reach a log line.
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &(!self.password.is_empty()).then_some("<redacted>"))
+            .field("auth", &(!self.auth.is_empty()).then_some("<redacted>"))
+            .field(
+                "identitytoken",
+                &(!self.identitytoken.is_empty()).then_some("<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl RegistryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (host, mirror) in &self.mirrors {
+            if host.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "registry.mirrors",
+                    reason: "a mirror entry needs a registry host name".into(),
+                });
+            }
+            for ep in &mirror.endpoint {
+                let rest = ep
+                    .strip_prefix("https://")
+                    .or_else(|| ep.strip_prefix("http://"));
+                let host_part = rest.map(|r| r.split('/').next().unwrap_or_default());
+                if host_part.is_none_or(str::is_empty) {
+                    return Err(ConfigError::Invalid {
+                        key: "registry.mirrors",
+                        reason: format!(
+                            "{host:?}: endpoint {ep:?} must be http://host[:port][/path] or https://..."
+                        ),
+                    });
+                }
+            }
+        }
+        for (host, cfg) in &self.configs {
+            if let Some(tls) = &cfg.tls
+                && tls.cert_file.is_some() != tls.key_file.is_some()
+            {
+                return Err(ConfigError::Invalid {
+                    key: "registry.configs",
+                    reason: format!("{host:?}: tls.cert_file and tls.key_file go together"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -100,6 +204,8 @@ pub struct Config {
     /// tracing filter, e.g. "info" or "crius=debug".
     pub log_level: String,
     pub cni: CniConfig,
+    /// Registry mirrors, TLS and credentials, in containerd's vocabulary.
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
@@ -112,6 +218,7 @@ impl Default for Config {
             cgroup_driver: CgroupDriver::Cgroupfs,
             log_level: "info".to_string(),
             cni: CniConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -187,6 +294,7 @@ impl Config {
                 reason: "must be greater than 0".into(),
             });
         }
+        self.registry.validate()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log_level",
@@ -256,5 +364,56 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("root"));
         let c = Config::parse("log_level = \"[[[\"\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("log_level"));
+    }
+
+    const REGISTRY_EXAMPLE: &str = r#"
+[registry.mirrors."registry.k8s.io"]
+endpoint = ["http://127.0.0.1:5000", "https://mirror.example"]
+[registry.configs."mirror.example".tls]
+ca_file = "/etc/crius/certs/mirror.pem"
+insecure_skip_verify = true
+[registry.configs."mirror.example".auth]
+username = "u"
+password = "p"
+"#;
+
+    #[test]
+    fn registry_section_in_containerd_vocabulary() {
+        let c = Config::parse(REGISTRY_EXAMPLE).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.registry.mirrors["registry.k8s.io"].endpoint,
+            vec!["http://127.0.0.1:5000", "https://mirror.example"]
+        );
+        let host = &c.registry.configs["mirror.example"];
+        let tls = host.tls.as_ref().unwrap();
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(Path::new("/etc/crius/certs/mirror.pem"))
+        );
+        assert!(tls.insecure_skip_verify);
+        let auth = host.auth.as_ref().unwrap();
+        assert_eq!((auth.username.as_str(), auth.password.as_str()), ("u", "p"));
+        assert!(!format!("{auth:?}").contains("\"p\""), "{auth:?}");
+        assert_eq!(Config::parse("").unwrap().registry, RegistryConfig::default());
+    }
+
+    #[test]
+    fn registry_unknown_keys_and_bad_endpoints_are_named() {
+        for (text, word) in [
+            ("[registry]\nmirror = 1\n", "mirror"),
+            ("[registry.mirrors.\"a\"]\nendpoints = []\n", "endpoints"),
+            ("[registry.configs.\"a\".tls]\nca = \"/x\"\n", "ca"),
+            ("[registry.configs.\"a\".auth]\nuser = \"x\"\n", "user"),
+            ("[registry.configs.\"a\"]\nheaders = 1\n", "headers"),
+        ] {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(e.contains(word), "{text}: {e}");
+        }
+        let c = Config::parse("[registry.mirrors.\"a\"]\nendpoint = [\"ftp://x\"]\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("registry.mirrors") && e.contains("ftp://x"), "{e}");
+        let c = Config::parse("[registry.configs.\"a\".tls]\ncert_file = \"/c\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("key_file"));
     }
 }

@@ -33,6 +33,48 @@ pub fn image_import(root: &Path, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `crius image export REF... FILE`: write the images as an OCI image-layout tar to `file`
+/// ("-" = standard output). A file is written under a temporary name and renamed when
+/// complete, so a failed export leaves nothing behind.
+pub fn image_export(root: &Path, references: &[String], file: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(!references.is_empty(), "name at least one image to export");
+    let store = ImageStore::open(root)
+        .with_context(|| format!("opening the image store in {}", root.display()))?;
+    if file == Path::new("-") {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        store.export(references, &mut out).context("exporting to standard output")?;
+        out.flush()?;
+        return Ok(());
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = file
+        .file_name()
+        .with_context(|| format!("{} is not a file name", file.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        crate::util::new_id()
+    ));
+    let result = (|| -> anyhow::Result<()> {
+        let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::new(f);
+        store
+            .export(references, &mut out)
+            .with_context(|| format!("exporting to {}", file.display()))?;
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file).with_context(|| format!("renaming to {}", file.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +93,22 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+        // Export and import into a fresh root: same id, same tag.
+        let out = tmp.path().join("out.tar");
+        let reference = crate::image::builtin::REFERENCE.to_string();
+        image_export(&root, std::slice::from_ref(&reference), &out).unwrap();
+        let root2 = tmp.path().join("root2");
+        image_import(&root2, &out).unwrap();
+        let a = store.get(&reference).unwrap().unwrap();
+        let b = ImageStore::open(&root2).unwrap().get(&reference).unwrap().unwrap();
+        assert_eq!((a.id, a.repo_tags), (b.id, b.repo_tags));
+        let e = image_export(&root, &["nothere:1".to_string()], &out).unwrap_err();
+        assert!(format!("{e:#}").contains("nothere"), "{e:#}");
+        let leftovers = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
+            .count();
+        assert_eq!(leftovers, 0);
         let e = image_import(&root, &tmp.path().join("missing.tar")).unwrap_err();
         assert!(format!("{e:#}").contains("missing.tar"), "{e:#}");
     }

@@ -14,15 +14,20 @@ pub mod archive;
 pub mod builtin;
 pub mod compression;
 pub mod content;
+pub mod export;
 pub mod lock;
+pub mod pull;
 pub mod record;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod unpack;
 
 use std::path::PathBuf;
 
+pub use pull::{PullError, PullErrorKind, PullOptions, PullReport, Puller};
 pub use record::ImageRecord;
+pub use registry::Credentials;
 pub use store::{FsUsage, ImageStore};
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use super::lock::StoreLock;
 use super::record::{ImageRecord, RecordDir};
 use super::reference::{self, is_hex64};
 use super::unpack::unpack_layer;
-use super::{ImageError, builtin};
+use super::{ImageError, builtin, export};
 use crate::snapshot::Snapshots;
 use oci_spec::image::ImageConfiguration;
 use sha2::{Digest, Sha256};
@@ -360,6 +360,44 @@ impl ImageStore {
         }
         tracing::info!(image = %rec.id, "image removed");
         Ok(())
+    }
+
+    /// Write `references` (ids, tags or digests) as an OCI image-layout tar to `out`. A tag
+    /// exports the image under that tag; an id or digest under all its tags.
+    pub fn export(
+        &self,
+        references: &[String],
+        out: impl std::io::Write,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
+        let (items, blobs) = {
+            // Held only while the blobs are opened: the open files survive a removal.
+            let _lock = self.lock()?;
+            let mut items: Vec<export::Item> = Vec::new();
+            for r in references {
+                let lookup = self.classify(r)?;
+                let rec = self
+                    .find(&lookup)?
+                    .ok_or_else(|| ImageError::NotFound(r.clone()))?;
+                let tags = match &lookup {
+                    Lookup::Tag(t) => vec![t.clone()],
+                    _ => rec.repo_tags.clone(),
+                };
+                match items.iter_mut().find(|i| i.record.id == rec.id) {
+                    Some(i) => {
+                        for t in tags {
+                            if !i.tags.contains(&t) {
+                                i.tags.push(t);
+                            }
+                        }
+                    }
+                    None => items.push(export::Item { record: rec, tags }),
+                }
+            }
+            let blobs = export::open_blobs(&self.inner.content, &items)?;
+            (items, blobs)
+        };
+        export::write(out, &items, blobs)?;
+        Ok(items.into_iter().map(|i| i.record).collect())
     }
 
     /// overlay lowerdirs for `image`, top-most layer first.

@@ -1,7 +1,7 @@
 //! CRI ImageService adapter over the local image store.
 
 use crate::error::CriError;
-use crate::image::{ImageError, ImageRecord};
+use crate::image::{Credentials, ImageError, ImageRecord, PullError, PullErrorKind, PullOptions, Puller};
 use crate::sandbox::Context;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -10,11 +10,30 @@ use tonic::{Request, Response, Status};
 
 pub struct Images {
     ctx: Arc<Context>,
+    puller: Puller,
 }
 
 impl Images {
     pub fn new(ctx: Arc<Context>) -> Self {
-        Images { ctx }
+        let puller = Puller::new(ctx.images.clone(), ctx.config.registry.clone());
+        // A broken ca_file fails only the pulls that need it; say so at start-up already.
+        if let Err(e) = puller.registry().check() {
+            tracing::warn!(error = %e, "registry configuration");
+        }
+        Images { ctx, puller }
+    }
+
+    /// Ids of the pod sandboxes (and, once they exist, containers) whose rootfs is built on
+    /// `image_id`: their overlay mounts use the image's snapshots as lower directories, so
+    /// the image must outlive them.
+    fn users_of(&self, image_id: &str) -> Vec<String> {
+        self.ctx
+            .sandboxes
+            .list()
+            .into_iter()
+            .filter(|s| s.image_id == image_id)
+            .map(|s| s.id)
+            .collect()
     }
 
     /// Image store calls touch the disk: keep them off the async workers.
@@ -29,6 +48,38 @@ impl Images {
             .map_err(|e| Status::internal(format!("image task: {e}")))?
             .map_err(|e| image_status(e).into())
     }
+}
+
+/// The gRPC code of a failed pull; the message names the image and each endpoint's reply.
+fn pull_status(e: PullError) -> Status {
+    use tonic::Code;
+    let code = match e.kind() {
+        PullErrorKind::InvalidArgument => Code::InvalidArgument,
+        PullErrorKind::NotFound => Code::NotFound,
+        PullErrorKind::Unauthenticated => Code::Unauthenticated,
+        PullErrorKind::PermissionDenied => Code::PermissionDenied,
+        PullErrorKind::Unavailable => Code::Unavailable,
+        PullErrorKind::DataLoss => Code::DataLoss,
+        PullErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        PullErrorKind::Internal => Code::Unknown,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn cri_credentials(a: &cri::AuthConfig) -> Result<Credentials, Status> {
+    Credentials::from_fields(
+        &a.username,
+        &a.password,
+        &a.auth,
+        &a.identity_token,
+        &a.registry_token,
+    )
+    .map_err(|reason| CriError::InvalidArgument(format!("pull credentials: {reason}")).into())
+}
+
+/// `configured` in normalised form, for comparing with repo tags.
+fn normalized(configured: &str) -> String {
+    crate::image::reference::normalize(configured).unwrap_or_else(|_| configured.to_string())
 }
 
 fn image_status(e: ImageError) -> CriError {
@@ -71,7 +122,7 @@ fn to_cri(image: &ImageRecord, sandbox_image: &str) -> cri::Image {
             ..Default::default()
         }),
         // The sandbox image must never be garbage collected by kubelet.
-        pinned: image.repo_tags.iter().any(|t| t == sandbox_image),
+        pinned: image.pinned || image.repo_tags.iter().any(|t| *t == normalized(sandbox_image)),
     }
 }
 
@@ -124,17 +175,17 @@ impl ImageService for Images {
             })
             .await?;
         let mut info = std::collections::HashMap::new();
-        if req.verbose
-            && let Some(i) = &image
-        {
-            info.insert(
-                "info".to_string(),
-                serde_json::json!({
-                    "id": i.id, "manifestDigest": i.manifest_digest,
-                    "chainIds": i.chain_ids, "imageSpec": i.config,
-                })
-                .to_string(),
-            );
+        if req.verbose {
+            if let Some(i) = &image {
+                info.insert(
+                    "info".to_string(),
+                    serde_json::json!({
+                        "id": i.id, "manifestDigest": i.manifest_digest,
+                        "chainIds": i.chain_ids, "imageSpec": i.config,
+                    })
+                    .to_string(),
+                );
+            }
         }
         Ok(Response::new(cri::ImageStatusResponse {
             image: image.as_ref().map(|i| to_cri(i, &sandbox_image)),
@@ -142,22 +193,33 @@ impl ImageService for Images {
         }))
     }
 
+    #[tracing::instrument(name = "PullImage", skip_all)]
     async fn pull_image(
         &self,
         req: Request<cri::PullImageRequest>,
     ) -> Result<Response<cri::PullImageResponse>, Status> {
-        let reference = requested(req.into_inner().image)?;
-        // Already present locally: report it, as a registry pull of it would.
-        let sandbox_ref = reference.clone();
-        if let Some(image) = self.blocking(move |s| s.get(&sandbox_ref)).await? {
-            return Ok(Response::new(cri::PullImageResponse {
-                image_ref: image.id,
-            }));
+        let req = req.into_inner();
+        let reference = requested(req.image)?;
+        // The built-in image exists only here; there is no registry to ask.
+        if reference == crate::image::builtin::REFERENCE {
+            let image = self
+                .blocking(|s| s.ensure_builtin())
+                .await?;
+            return Ok(Response::new(cri::PullImageResponse { image_ref: image.id }));
         }
-        Err(CriError::Unimplemented(format!(
-            "pulling {reference} from a registry is not implemented yet; load it with `crius image import`"
-        ))
-        .into())
+        let credentials = req.auth.as_ref().map(cri_credentials).transpose()?;
+        let pinned = normalized(&reference) == normalized(&self.ctx.config.sandbox_image);
+        let opts = PullOptions { credentials, pinned };
+        let puller = self.puller.clone();
+        // tonic drops this future if kubelet gives up; the pull finishes (or cleans up) on
+        // its own task so no half-written state depends on the client staying.
+        let report = tokio::spawn(async move { puller.pull(&reference, &opts).await })
+            .await
+            .map_err(|e| Status::internal(format!("pull task: {e}")))?
+            .map_err(pull_status)?;
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: report.image.id,
+        }))
     }
 
     #[tracing::instrument(name = "RemoveImage", skip_all)]
@@ -166,7 +228,31 @@ impl ImageService for Images {
         req: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let reference = requested(req.into_inner().image)?;
+        let lookup = reference.clone();
+        let found = self
+            .blocking(move |store| match store.get(&lookup) {
+                Err(ImageError::InvalidReference { .. }) => Ok(None),
+                other => other,
+            })
+            .await?;
         // Removing an absent image succeeds (CRI: idempotent).
+        let Some(image) = found else {
+            return Ok(Response::new(cri::RemoveImageResponse {}));
+        };
+        let only_a_tag = normalized(&reference) != image.id
+            && image.repo_tags.len() > 1
+            && image.repo_tags.contains(&normalized(&reference));
+        if !only_a_tag {
+            let users = self.users_of(&image.id);
+            if !users.is_empty() {
+                return Err(CriError::FailedPrecondition(format!(
+                    "image {reference} ({}) is in use by pod sandbox(es) {}",
+                    image.id,
+                    users.join(", ")
+                ))
+                .into());
+            }
+        }
         self.blocking(move |store| match store.remove(&reference) {
             Err(ImageError::NotFound(_)) => Ok(()),
             other => other,
@@ -185,9 +271,7 @@ impl ImageService for Images {
             fs_id: Some(cri::FilesystemIdentifier {
                 mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
             }),
-            used_bytes: Some(cri::UInt64Value {
-                value: usage.used_bytes,
-            }),
+            used_bytes: Some(cri::UInt64Value { value: usage.used_bytes }),
             inodes_used: Some(cri::UInt64Value {
                 value: usage.inodes_used,
             }),
