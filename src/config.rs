@@ -141,7 +141,10 @@ impl std::fmt::Debug for RegistryAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryAuth")
             .field("username", &self.username)
-            .field("password", &(!self.password.is_empty()).then_some("<redacted>"))
+            .field(
+                "password",
+                &(!self.password.is_empty()).then_some("<redacted>"),
+            )
             .field("auth", &(!self.auth.is_empty()).then_some("<redacted>"))
             .field(
                 "identitytoken",
@@ -395,7 +398,10 @@ password = "p"
         let auth = host.auth.as_ref().unwrap();
         assert_eq!((auth.username.as_str(), auth.password.as_str()), ("u", "p"));
         assert!(!format!("{auth:?}").contains("\"p\""), "{auth:?}");
-        assert_eq!(Config::parse("").unwrap().registry, RegistryConfig::default());
+        assert_eq!(
+            Config::parse("").unwrap().registry,
+            RegistryConfig::default()
+        );
     }
 
     #[test]
@@ -412,7 +418,10 @@ password = "p"
         }
         let c = Config::parse("[registry.mirrors.\"a\"]\nendpoint = [\"ftp://x\"]\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("registry.mirrors") && e.contains("ftp://x"), "{e}");
+        assert!(
+            e.contains("registry.mirrors") && e.contains("ftp://x"),
+            "{e}"
+        );
         let c = Config::parse("[registry.configs.\"a\".tls]\ncert_file = \"/c\"\n").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("key_file"));
     }

@@ -42,7 +42,9 @@ pub fn image_export(root: &Path, references: &[String], file: &Path) -> anyhow::
         .with_context(|| format!("opening the image store in {}", root.display()))?;
     if file == Path::new("-") {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        store.export(references, &mut out).context("exporting to standard output")?;
+        store
+            .export(references, &mut out)
+            .context("exporting to standard output")?;
         out.flush()?;
         return Ok(());
     }
@@ -59,7 +61,8 @@ pub fn image_export(root: &Path, references: &[String], file: &Path) -> anyhow::
         crate::util::new_id()
     ));
     let result = (|| -> anyhow::Result<()> {
-        let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut out = std::io::BufWriter::new(f);
         store
             .export(references, &mut out)
@@ -100,13 +103,23 @@ mod tests {
         let root2 = tmp.path().join("root2");
         image_import(&root2, &out).unwrap();
         let a = store.get(&reference).unwrap().unwrap();
-        let b = ImageStore::open(&root2).unwrap().get(&reference).unwrap().unwrap();
+        let b = ImageStore::open(&root2)
+            .unwrap()
+            .get(&reference)
+            .unwrap()
+            .unwrap();
         assert_eq!((a.id, a.repo_tags), (b.id, b.repo_tags));
         let e = image_export(&root, &["nothere:1".to_string()], &out).unwrap_err();
         assert!(format!("{e:#}").contains("nothere"), "{e:#}");
         let leftovers = std::fs::read_dir(tmp.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".tmp-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
             .count();
         assert_eq!(leftovers, 0);
         let e = image_import(&root, &tmp.path().join("missing.tar")).unwrap_err();

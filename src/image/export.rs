@@ -124,7 +124,8 @@ pub fn write(out: impl Write, items: &[Item], blobs: OpenBlobs) -> Result<(), Im
         h.set_path(blob_path(&digest)).map_err(io)?;
         h.set_cksum();
         // Exactly `size` bytes: the blob files are immutable once committed.
-        tar.append(&h, std::io::Read::take(file, size)).map_err(io)?;
+        tar.append(&h, std::io::Read::take(file, size))
+            .map_err(io)?;
     }
     tar.into_inner().map_err(io)?.flush().map_err(io)?;
     Ok(())

@@ -1,7 +1,9 @@
 //! CRI ImageService adapter over the local image store.
 
 use crate::error::CriError;
-use crate::image::{Credentials, ImageError, ImageRecord, PullError, PullErrorKind, PullOptions, Puller};
+use crate::image::{
+    Credentials, ImageError, ImageRecord, PullError, PullErrorKind, PullOptions, Puller,
+};
 use crate::sandbox::Context;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -122,7 +124,11 @@ fn to_cri(image: &ImageRecord, sandbox_image: &str) -> cri::Image {
             ..Default::default()
         }),
         // The sandbox image must never be garbage collected by kubelet.
-        pinned: image.pinned || image.repo_tags.iter().any(|t| *t == normalized(sandbox_image)),
+        pinned: image.pinned
+            || image
+                .repo_tags
+                .iter()
+                .any(|t| *t == normalized(sandbox_image)),
     }
 }
 
@@ -175,17 +181,18 @@ impl ImageService for Images {
             })
             .await?;
         let mut info = std::collections::HashMap::new();
-        if req.verbose {
-            if let Some(i) = &image {
-                info.insert(
-                    "info".to_string(),
-                    serde_json::json!({
-                        "id": i.id, "manifestDigest": i.manifest_digest,
-                        "chainIds": i.chain_ids, "imageSpec": i.config,
-                    })
-                    .to_string(),
-                );
-            }
+        if req.verbose
+            && let Some(i) = &image
+        {
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({
+                    "id": i.id, "manifestDigest": i.manifest_digest,
+                    "chainIds": i.chain_ids, "layerDigests": i.layer_digests,
+                    "pinned": i.pinned, "imageSpec": i.config,
+                })
+                .to_string(),
+            );
         }
         Ok(Response::new(cri::ImageStatusResponse {
             image: image.as_ref().map(|i| to_cri(i, &sandbox_image)),
@@ -202,14 +209,17 @@ impl ImageService for Images {
         let reference = requested(req.image)?;
         // The built-in image exists only here; there is no registry to ask.
         if reference == crate::image::builtin::REFERENCE {
-            let image = self
-                .blocking(|s| s.ensure_builtin())
-                .await?;
-            return Ok(Response::new(cri::PullImageResponse { image_ref: image.id }));
+            let image = self.blocking(|s| s.ensure_builtin()).await?;
+            return Ok(Response::new(cri::PullImageResponse {
+                image_ref: image.id,
+            }));
         }
         let credentials = req.auth.as_ref().map(cri_credentials).transpose()?;
         let pinned = normalized(&reference) == normalized(&self.ctx.config.sandbox_image);
-        let opts = PullOptions { credentials, pinned };
+        let opts = PullOptions {
+            credentials,
+            pinned,
+        };
         let puller = self.puller.clone();
         // tonic drops this future if kubelet gives up; the pull finishes (or cleans up) on
         // its own task so no half-written state depends on the client staying.
@@ -271,7 +281,9 @@ impl ImageService for Images {
             fs_id: Some(cri::FilesystemIdentifier {
                 mountpoint: usage.mountpoint.to_string_lossy().into_owned(),
             }),
-            used_bytes: Some(cri::UInt64Value { value: usage.used_bytes }),
+            used_bytes: Some(cri::UInt64Value {
+                value: usage.used_bytes,
+            }),
             inodes_used: Some(cri::UInt64Value {
                 value: usage.inodes_used,
             }),

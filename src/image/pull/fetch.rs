@@ -56,13 +56,15 @@ pub async fn fetch_blob(
     })?;
     match (streamed, written) {
         // A store failure (disk full...) explains a closed channel better than the stream.
-        (_, Err(ImageError::DigestMismatch { expected, actual })) => Err(PullError::DigestMismatch {
-            image: image.to_string(),
-            endpoint: session.endpoint().to_string(),
-            what: format!("blob {}", desc.digest),
-            expected,
-            actual,
-        }),
+        (_, Err(ImageError::DigestMismatch { expected, actual })) => {
+            Err(PullError::DigestMismatch {
+                image: image.to_string(),
+                endpoint: session.endpoint().to_string(),
+                what: format!("blob {}", desc.digest),
+                expected,
+                actual,
+            })
+        }
         (_, Err(e)) => Err(PullError::Store {
             image: image.to_string(),
             source: e,

@@ -55,7 +55,10 @@ struct Raw {
 #[derive(Debug, Clone)]
 pub enum Document {
     Index(Vec<Descriptor>),
-    Manifest { config: Descriptor, layers: Vec<Descriptor> },
+    Manifest {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    },
 }
 
 /// Parse a manifest or index. `content_type` is the registry's Content-Type; the document's
@@ -137,9 +140,14 @@ mod tests {
         }
         let bad = [
             r#"{"schemaVersion":1,"name":"x"}"#.to_string(),
-            format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"{D}","size":1}},"layers":[]}}"#),
-            format!(r#"{{"schemaVersion":2,"config":{{"digest":"{D}","size":1}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip+encrypted","digest":"{D}","size":1}}]}}"#),
-            r#"{"schemaVersion":2,"config":{"digest":"sha512:00","size":1},"layers":[]}"#.to_string(),
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"{D}","size":1}},"layers":[]}}"#
+            ),
+            format!(
+                r#"{{"schemaVersion":2,"config":{{"digest":"{D}","size":1}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip+encrypted","digest":"{D}","size":1}}]}}"#
+            ),
+            r#"{"schemaVersion":2,"config":{"digest":"sha512:00","size":1},"layers":[]}"#
+                .to_string(),
             "nope".to_string(),
         ];
         for b in bad {

@@ -11,7 +11,9 @@ pub mod platform;
 use crate::config::RegistryConfig;
 use crate::image::archive::{MAX_METADATA_BYTES, ResolvedImage};
 use crate::image::content::sha256_digest;
-use crate::image::registry::{Credentials, Endpoint, ErrorKind, Fetched, RegistryClient, RegistryError, Session};
+use crate::image::registry::{
+    Credentials, Endpoint, ErrorKind, Fetched, RegistryClient, RegistryError, Session,
+};
 use crate::image::{ImageError, ImageRecord, ImageStore, reference};
 use flight::KeyedLocks;
 use futures_util::{StreamExt, TryStreamExt};
@@ -47,7 +49,9 @@ pub enum PullError {
         what: String,
         reason: String,
     },
-    #[error("pulling {image}: {endpoint}: {what}: digest mismatch: expected {expected}, got {actual}")]
+    #[error(
+        "pulling {image}: {endpoint}: {what}: digest mismatch: expected {expected}, got {actual}"
+    )]
     DigestMismatch {
         image: String,
         endpoint: String,
@@ -301,7 +305,11 @@ impl Puller {
             image: name.to_string(),
             source,
         };
-        let endpoints = self.inner.registry.endpoints(&r.domain).map_err(registry_err)?;
+        let endpoints = self
+            .inner
+            .registry
+            .endpoints(&r.domain)
+            .map_err(registry_err)?;
         let mut attempts = Vec::new();
         for ep in endpoints {
             let creds = self

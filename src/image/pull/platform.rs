@@ -101,8 +101,15 @@ impl Platform {
         }
         // Older ARM variants run on newer cores (v7 runs v6 and v5 code), closest first;
         // amd64 microarchitecture levels likewise.
-        let level = |v: &Option<String>| v.as_deref().and_then(|s| s.trim_start_matches('v').parse::<u32>().ok());
-        match (host.architecture.as_str(), level(&host.variant), level(&c.variant)) {
+        let level = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|s| s.trim_start_matches('v').parse::<u32>().ok())
+        };
+        match (
+            host.architecture.as_str(),
+            level(&host.variant),
+            level(&c.variant),
+        ) {
             ("arm" | "amd64", Some(h), Some(x)) if x < h => Some(h - x),
             _ => None,
         }

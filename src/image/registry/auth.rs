@@ -199,7 +199,9 @@ pub async fn authorize(
         let url = reqwest::Url::parse(realm)
             .map_err(|e| unauthorized(format!("token realm {realm:?}: {e}")))?;
         if url.scheme() != "https" && url.scheme() != "http" {
-            return Err(unauthorized(format!("token realm {realm:?} is not http(s)")));
+            return Err(unauthorized(format!(
+                "token realm {realm:?} is not http(s)"
+            )));
         }
         let request = match creds {
             Credentials::IdentityToken(refresh) => http.post(url).form(&[
@@ -228,8 +230,7 @@ pub async fn authorize(
             .map_err(|e| RegistryError::transport(endpoint, &what, &e))?;
         let status = resp.status();
         let body = super::client::read_limited(resp, MAX_TOKEN_REPLY, endpoint, &what).await?;
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN
-        {
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(unauthorized(format!(
                 "{what}: HTTP {}: {}",
                 status.as_u16(),
@@ -308,7 +309,10 @@ mod tests {
             username: "u".into(),
             password: "p:q".into(),
         };
-        assert_eq!(Credentials::from_fields("u", "p:q", "", "", "").unwrap(), basic);
+        assert_eq!(
+            Credentials::from_fields("u", "p:q", "", "", "").unwrap(),
+            basic
+        );
         assert_eq!(
             Credentials::from_fields("", "", &BASE64.encode("u:p:q"), "", "").unwrap(),
             basic

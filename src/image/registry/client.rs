@@ -74,12 +74,14 @@ impl RegistryClient {
     pub fn configured_credentials(&self, host: &str) -> Result<Option<Credentials>, RegistryError> {
         match self.config.configs.get(host).and_then(|c| c.auth.as_ref()) {
             None => Ok(None),
-            Some(a) => Credentials::from_config(a)
-                .map(Some)
-                .map_err(|reason| RegistryError::Config {
-                    host: host.to_string(),
-                    reason: format!("auth: {reason}"),
-                }),
+            Some(a) => {
+                Credentials::from_config(a)
+                    .map(Some)
+                    .map_err(|reason| RegistryError::Config {
+                        host: host.to_string(),
+                        reason: format!("auth: {reason}"),
+                    })
+            }
         }
     }
 
@@ -130,7 +132,12 @@ impl Session {
     }
 
     /// GET `url`, answering one 401 challenge; non-2xx replies become errors naming `what`.
-    async fn get(&self, url: &str, accept: Option<&str>, what: &str) -> Result<Response, RegistryError> {
+    async fn get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
         let send = |auth: Option<String>| {
             let mut r = self.http.get(url);
             if let Some(a) = accept {
@@ -317,6 +324,9 @@ mod tests {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#;
         assert_eq!(summarize_reply(body), "MANIFEST_UNKNOWN: manifest unknown");
         assert_eq!(summarize_reply(b""), "(empty reply)");
-        assert_eq!(summarize_reply(b" 404 page not found\n"), "404 page not found");
+        assert_eq!(
+            summarize_reply(b" 404 page not found\n"),
+            "404 page not found"
+        );
     }
 }

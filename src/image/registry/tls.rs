@@ -60,7 +60,10 @@ fn read_certs(host: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, R
 }
 
 /// Build the HTTP client for `host` with `tls` (None: defaults).
-pub fn http_client(host: &str, tls: Option<&RegistryTls>) -> Result<reqwest::Client, RegistryError> {
+pub fn http_client(
+    host: &str,
+    tls: Option<&RegistryTls>,
+) -> Result<reqwest::Client, RegistryError> {
     let mut roots = system_roots().clone();
     let default_tls = RegistryTls::default();
     let tls = tls.unwrap_or(&default_tls);
@@ -87,7 +90,10 @@ pub fn http_client(host: &str, tls: Option<&RegistryTls>) -> Result<reqwest::Cli
         _ => builder.with_no_client_auth(),
     };
     if tls.insecure_skip_verify {
-        tracing::warn!(host, "TLS certificate verification disabled by configuration");
+        tracing::warn!(
+            host,
+            "TLS certificate verification disabled by configuration"
+        );
         config
             .dangerous()
             .set_certificate_verifier(Arc::new(NoVerification(provider())));
@@ -169,8 +175,13 @@ mod tests {
                 ca_file: Some(ca.clone()),
                 ..Default::default()
             };
-            let e = http_client("mirror.example", Some(&tls)).unwrap_err().to_string();
-            assert!(e.contains("mirror.example") && e.contains(&*ca.to_string_lossy()), "{e}");
+            let e = http_client("mirror.example", Some(&tls))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("mirror.example") && e.contains(&*ca.to_string_lossy()),
+                "{e}"
+            );
         }
         let tls = RegistryTls {
             insecure_skip_verify: true,
