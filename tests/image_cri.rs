@@ -1,0 +1,144 @@
+//! The ImageService over CRI against a real daemon: PullImage through a mirror entry,
+//! ImageStatus / ListImages / RemoveImage / ImageFsInfo, and pull error codes.
+
+mod common;
+mod image_support;
+
+use common::{DaemonOpts, TestDaemon};
+use image_support::*;
+use k8s_cri::v1::{
+    ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest, PullImageRequest,
+    RemoveImageRequest,
+};
+
+fn spec(image: &str) -> Option<ImageSpec> {
+    Some(ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_status_list_remove_over_cri() {
+    if !have_tools() {
+        return;
+    }
+    let reg = Registry::start(None);
+    let layout = Layout::new();
+    let desc = layout.image(
+        &[(layer_tar(&busybox_entries()), Comp::Gzip)],
+        "amd64",
+        "1000:1000",
+    );
+    reg.push(&layout, &desc, "foo:1").await;
+
+    let d = TestDaemon::start(DaemonOpts::default()).await;
+    std::fs::write(
+        d.dir().join("crius.toml"),
+        format!(
+            "[registry.mirrors.\"registry.k8s.io\"]\nendpoint = [\"http://{}\"]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+    let mut images = d.image();
+
+    let id = images
+        .pull_image(PullImageRequest {
+            image: spec("registry.k8s.io/foo:1"),
+            ..Default::default()
+        })
+        .await
+        .expect("PullImage")
+        .into_inner()
+        .image_ref;
+    assert!(id.starts_with("sha256:"), "{id}");
+
+    let status = images
+        .image_status(ImageStatusRequest {
+            image: spec("registry.k8s.io/foo:1"),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let img = status.image.expect("image present");
+    assert_eq!(img.id, id);
+    assert_eq!(img.repo_tags, vec!["registry.k8s.io/foo:1"]);
+    assert_eq!(
+        img.repo_digests,
+        vec![format!(
+            "registry.k8s.io/foo@{}",
+            desc["digest"].as_str().unwrap()
+        )]
+    );
+    assert_eq!(img.uid.map(|u| u.value), Some(1000));
+    assert!(!img.pinned);
+    assert!(img.size > 0);
+    assert!(status.info["info"].contains("chainIds"));
+
+    let listed = images
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(listed.iter().any(|i| i.id == id));
+
+    // Errors carry the right code and name the image.
+    let e = images
+        .pull_image(PullImageRequest {
+            image: spec("registry.k8s.io/nothere:1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("registry.k8s.io/nothere:1"), "{e:?}");
+    let e = images
+        .pull_image(PullImageRequest {
+            image: spec("Not A Ref"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    let before = fs_used(&mut images).await;
+    images
+        .remove_image(RemoveImageRequest {
+            image: spec("registry.k8s.io/foo:1"),
+        })
+        .await
+        .expect("RemoveImage");
+    let after = fs_used(&mut images).await;
+    assert!(after < before, "{after} !< {before}");
+    let status = images
+        .image_status(ImageStatusRequest {
+            image: spec(&id),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none());
+    // Idempotent.
+    images
+        .remove_image(RemoveImageRequest { image: spec(&id) })
+        .await
+        .expect("RemoveImage of an absent image");
+}
+
+async fn fs_used(images: &mut common::daemon::Images) -> u64 {
+    images
+        .image_fs_info(ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .image_filesystems[0]
+        .used_bytes
+        .as_ref()
+        .unwrap()
+        .value
+}
