@@ -35,6 +35,18 @@ enum ImageCommand {
         #[arg(long, default_value = "/var/lib/crius")]
         root: PathBuf,
     },
+    /// Write images (by tag, digest or id) to an OCI image-layout tar archive, tags kept.
+    Export {
+        /// Images to export.
+        #[arg(required = true)]
+        refs: Vec<String>,
+        /// The archive to write; "-" writes standard output.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The daemon's root directory.
+        #[arg(long, default_value = "/var/lib/crius")]
+        root: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,14 +61,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Image { command } => match command {
-            ImageCommand::Import { file, root } => match crius::cli::image_import(&root, &file) {
+        Command::Image { command } => {
+            let (verb, result) = match command {
+                ImageCommand::Import { file, root } => {
+                    ("import", crius::cli::image_import(&root, &file))
+                }
+                ImageCommand::Export { refs, output, root } => {
+                    ("export", crius::cli::image_export(&root, &refs, &output))
+                }
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("crius image import: {e:#}");
+                    eprintln!("crius image {verb}: {e:#}");
                     ExitCode::FAILURE
                 }
-            },
-        },
+            }
+        }
     }
 }

@@ -2,4 +2,4 @@
 
 pub mod image;
 
-pub use image::image_import;
+pub use image::{image_export, image_import};

@@ -28,14 +28,24 @@ impl Images {
     /// Ids of the pod sandboxes (and, once they exist, containers) whose rootfs is built on
     /// `image_id`: their overlay mounts use the image's snapshots as lower directories, so
     /// the image must outlive them.
+    /// Pods and containers whose overlay rootfs stacks on this image's snapshots: removing the
+    /// snapshots under them would break them, so the image stays until they are removed.
     fn users_of(&self, image_id: &str) -> Vec<String> {
-        self.ctx
+        let pods = self
+            .ctx
             .sandboxes
             .list()
             .into_iter()
             .filter(|s| s.image_id == image_id)
-            .map(|s| s.id)
-            .collect()
+            .map(|s| format!("pod sandbox {}", s.id));
+        let containers = self
+            .ctx
+            .containers
+            .list()
+            .into_iter()
+            .filter(|c| c.image_id == image_id)
+            .map(|c| format!("container {}", c.id));
+        pods.chain(containers).collect()
     }
 
     /// Image store calls touch the disk: keep them off the async workers.
@@ -256,7 +266,7 @@ impl ImageService for Images {
             let users = self.users_of(&image.id);
             if !users.is_empty() {
                 return Err(CriError::FailedPrecondition(format!(
-                    "image {reference} ({}) is in use by pod sandbox(es) {}",
+                    "image {reference} ({}) is in use by {}",
                     image.id,
                     users.join(", ")
                 ))
