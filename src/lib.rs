@@ -16,5 +16,6 @@ pub mod oci;
 pub mod sandbox;
 pub mod server;
 pub mod snapshot;
+pub mod stats;
 pub mod store;
 pub mod util;
