@@ -61,9 +61,9 @@ impl Context {
         let image = image.clone();
         let base = base.to_path_buf();
         tokio::task::spawn_blocking(move || -> CriResult<PathBuf> {
-            let lowers = images
-                .snapshot_dirs(&image)
-                .map_err(|e| CriError::internal(format!("resolving snapshots of {}", image.id), e))?;
+            let lowers = images.snapshot_dirs(&image).map_err(|e| {
+                CriError::internal(format!("resolving snapshots of {}", image.id), e)
+            })?;
             let dirs = crate::snapshot::prepare_rootfs(&lowers, &base)
                 .map_err(|e| CriError::internal("preparing the overlay rootfs", e))?;
             Ok(dirs.merged)

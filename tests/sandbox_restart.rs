@@ -116,19 +116,33 @@ async fn run_interrupted_by_kill9_is_left_not_ready_and_cleaned_by_stop_remove()
     // Wait until the request is inside the hanging plugin, i.e. bridge has allocated an IP.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !net.failpoint_calls().iter().any(|c| c.starts_with("ADD ")) {
-        assert!(std::time::Instant::now() < deadline, "RunPodSandbox never reached CNI ADD");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RunPodSandbox never reached CNI ADD"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(net.allocated_ips().len(), 1, "bridge allocated an IP before the hang");
+    assert_eq!(
+        net.allocated_ips().len(),
+        1,
+        "bridge allocated an IP before the hang"
+    );
     d.kill9();
-    assert!(pending.await.unwrap().is_err(), "the interrupted call cannot succeed");
+    assert!(
+        pending.await.unwrap().is_err(),
+        "the interrupted call cannot succeed"
+    );
     net.release_hang();
 
     d.restart().await;
     let pods = d.list_pods(None).await;
     assert_eq!(pods.len(), 1, "the interrupted pod is listed: {pods:?}");
     let id = pods[0].id.clone();
-    assert_eq!(pods[0].state, common::pods::not_ready(), "interrupted pod state");
+    assert_eq!(
+        pods[0].state,
+        common::pods::not_ready(),
+        "interrupted pod state"
+    );
     d.stop_pod(&id).await;
     d.remove_pod(&id).await;
     assert!(net.allocated_ips().is_empty(), "IP released by Stop");

@@ -23,7 +23,12 @@ fn validate(config: &ContainerConfig) -> CriResult<()> {
             "container metadata.name must not be empty".into(),
         ));
     }
-    if config.image.as_ref().map(|i| i.image.is_empty()).unwrap_or(true) {
+    if config
+        .image
+        .as_ref()
+        .map(|i| i.image.is_empty())
+        .unwrap_or(true)
+    {
         return Err(CriError::InvalidArgument(
             "container config names no image".into(),
         ));
@@ -54,16 +59,21 @@ impl Context {
         if sandbox_id.is_empty() {
             return Err(CriError::InvalidArgument("pod sandbox id is empty".into()));
         }
-        let sandbox_id = self.sandboxes.resolve(sandbox_id).ok_or_else(|| {
-            CriError::NotFound(format!("pod sandbox {sandbox_id:?} not found"))
-        })?;
+        let sandbox_id = self
+            .sandboxes
+            .resolve(sandbox_id)
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {sandbox_id:?} not found")))?;
         let ctx = self.clone();
         tokio::spawn(async move { ctx.create_in_sandbox(&sandbox_id, config).await })
             .await
             .map_err(|e| CriError::Internal(format!("CreateContainer task: {e}")))?
     }
 
-    async fn create_in_sandbox(&self, sandbox_id: &str, config: ContainerConfig) -> CriResult<String> {
+    async fn create_in_sandbox(
+        &self,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> CriResult<String> {
         // Holding the pod's lock keeps StopPodSandbox/RemovePodSandbox from racing a create.
         let _pod = self.locks.lock(sandbox_id).await;
         let sandbox = self
@@ -82,9 +92,8 @@ impl Context {
         let id = crate::util::new_id();
         let meta = config.metadata.clone().unwrap_or_default();
         let pod_meta = sandbox.config.metadata.clone().unwrap_or_default();
-        let log_path = (!config.log_path.is_empty()
-            && !sandbox.config.log_directory.is_empty())
-        .then(|| PathBuf::from(&sandbox.config.log_directory).join(&config.log_path));
+        let log_path = (!config.log_path.is_empty() && !sandbox.config.log_directory.is_empty())
+            .then(|| PathBuf::from(&sandbox.config.log_directory).join(&config.log_path));
         let record = ContainerRecord {
             version: CONTAINER_RECORD_VERSION,
             id: id.clone(),
@@ -119,7 +128,10 @@ impl Context {
             Err(e) => return Err(CriError::internal("saving container record", e)),
         }
         let mut undo = vec![Undo::Record];
-        match self.create_steps(&record, &sandbox, &image, &mut undo).await {
+        match self
+            .create_steps(&record, &sandbox, &image, &mut undo)
+            .await
+        {
             Ok(()) => {
                 self.emit(&id, ContainerEventType::ContainerCreatedEvent);
                 tracing::info!(container = %id, sandbox = %sandbox_id, "container created");
@@ -193,12 +205,7 @@ impl Context {
             })?;
         }
         undo.push(Undo::Container);
-        let mut monitor = MonitorConfig::new(
-            id,
-            &dir,
-            &self.monitor_dir(id),
-            &self.runtime_root(),
-        );
+        let mut monitor = MonitorConfig::new(id, &dir, &self.monitor_dir(id), &self.runtime_root());
         monitor.exe = self.exe.clone();
         monitor.stdio = Stdio {
             log_path: record.log_path.clone(),

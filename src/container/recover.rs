@@ -23,7 +23,10 @@ impl Context {
             if record.state == ContainerState::Exited {
                 continue;
             }
-            match MonitorClient::new(&self.monitor_dir(&record.id)).state().await {
+            match MonitorClient::new(&self.monitor_dir(&record.id))
+                .state()
+                .await
+            {
                 Ok(_) => {}
                 Err(MonitorError::Gone { .. }) => {
                     // The monitor died without an exit record: the exit code is lost.

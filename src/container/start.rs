@@ -49,3 +49,21 @@ impl Context {
         Ok(())
     }
 }
+
+impl Context {
+    /// ReopenContainerLog: kubelet has renamed the log file to rotate it; the monitor opens a
+    /// new one at the same path.
+    pub async fn reopen_container_log(&self, id: &str) -> CriResult<()> {
+        let record = self.refresh_container(self.container(id)?);
+        if record.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        MonitorClient::new(&self.monitor_dir(&record.id))
+            .reopen_log()
+            .await
+            .map_err(|e| CriError::internal(format!("reopening the log of {}", record.id), e))
+    }
+}

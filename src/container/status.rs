@@ -144,13 +144,16 @@ pub fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
             windows: None,
         }),
         image_id: r.image_id.clone(),
-        user: r.user.as_ref().map(|(uid, gid, groups)| cri::ContainerUser {
-            linux: Some(cri::LinuxContainerUser {
-                uid: *uid as i64,
-                gid: *gid as i64,
-                supplemental_groups: groups.iter().map(|g| *g as i64).collect(),
+        user: r
+            .user
+            .as_ref()
+            .map(|(uid, gid, groups)| cri::ContainerUser {
+                linux: Some(cri::LinuxContainerUser {
+                    uid: *uid as i64,
+                    gid: *gid as i64,
+                    supplemental_groups: groups.iter().map(|g| *g as i64).collect(),
+                }),
             }),
-        }),
     }
 }
 

@@ -17,12 +17,12 @@ impl Context {
             Err(e) => return Err(e),
         };
         let ctx = self.clone();
-        tokio::spawn(async move { ctx.stop_locked(&id, timeout).await })
+        tokio::spawn(async move { ctx.stop_container_locked(&id, timeout).await })
             .await
             .map_err(|e| CriError::Internal(format!("StopContainer task: {e}")))?
     }
 
-    async fn stop_locked(&self, id: &str, timeout: i64) -> CriResult<()> {
+    async fn stop_container_locked(&self, id: &str, timeout: i64) -> CriResult<()> {
         let _op = self.locks.lock(id).await;
         let Some(record) = self.containers.get(id) else {
             return Ok(());

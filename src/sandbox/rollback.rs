@@ -63,10 +63,7 @@ impl Rollback {
                     ctx.sandboxes.delete(id).map_err(|e| e.to_string())
                 }
                 Undo::RemoveRootfs { id } => ctx.remove_rootfs(id).await.map_err(|e| e.to_string()),
-                Undo::KillContainer { id } => ctx
-                    .kill_now(id)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Undo::KillContainer { id } => ctx.kill_now(id).await.map_err(|e| e.to_string()),
                 Undo::Unpin { path } => {
                     crate::network::netns::unpin(path).map_err(|e| e.to_string())
                 }

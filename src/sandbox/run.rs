@@ -180,15 +180,11 @@ impl Context {
             .map_err(|e| CriError::internal("writing bundle config.json", e))?;
 
         rollback.push(Undo::KillContainer { id: id.into() });
-        let created = crate::monitor::spawn_create(&MonitorConfig {
-            id: id.to_string(),
-            bundle: dir.clone(),
-            dir: self.monitor_dir(id),
-            runtime_root: self.runtime_root(),
-            exe: self.exe.clone(),
-        })
-        .await
-        .map_err(|e| CriError::internal("creating the sandbox container", e))?;
+        let mut monitor = MonitorConfig::new(id, &dir, &self.monitor_dir(id), &self.runtime_root());
+        monitor.exe = self.exe.clone();
+        let created = crate::monitor::spawn_create(&monitor)
+            .await
+            .map_err(|e| CriError::internal("creating the sandbox container", e))?;
         self.sandboxes
             .update(id, |r| {
                 r.init_pid = Some(created.init_pid);

@@ -123,7 +123,9 @@ impl RuntimeService for Runtime {
             .create_container(&req.pod_sandbox_id, config)
             .await?;
         tracing::Span::current().record("id", id.as_str());
-        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     #[tracing::instrument(name = "StartContainer", skip_all, fields(id = %req.get_ref().container_id))]
@@ -182,18 +184,27 @@ impl RuntimeService for Runtime {
         ))
     }
 
+    #[tracing::instrument(name = "UpdateContainerResources", skip_all, fields(id = %req.get_ref().container_id))]
     async fn update_container_resources(
         &self,
-        _req: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        not_yet("UpdateContainerResources")
+        let req = req.into_inner();
+        self.ctx
+            .update_container_resources(&req.container_id, req.linux)
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
+    #[tracing::instrument(name = "ReopenContainerLog", skip_all, fields(id = %req.get_ref().container_id))]
     async fn reopen_container_log(
         &self,
-        _req: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        not_yet("ReopenContainerLog")
+        self.ctx
+            .reopen_container_log(&req.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     #[tracing::instrument(name = "ExecSync", skip_all, fields(id = %req.get_ref().container_id))]
@@ -223,30 +234,50 @@ impl RuntimeService for Runtime {
 
     async fn container_stats(
         &self,
-        _req: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        not_yet("ContainerStats")
+        let stats = self.ctx.container_stats(&req.into_inner().container_id)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
-        not_yet("ListContainerStats")
+        let filter = req.into_inner().filter;
+        let ctx = self.ctx.clone();
+        // Walking writable layers touches the disk: keep it off the async workers.
+        let stats = tokio::task::spawn_blocking(move || ctx.list_container_stats(filter.as_ref()))
+            .await
+            .map_err(|e| Status::internal(format!("stats task: {e}")))?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
-        not_yet("PodSandboxStats")
+        let stats = self
+            .ctx
+            .pod_sandbox_stats(&req.into_inner().pod_sandbox_id)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
-        not_yet("ListPodSandboxStats")
+        let filter = req.into_inner().filter;
+        let ctx = self.ctx.clone();
+        let stats =
+            tokio::task::spawn_blocking(move || ctx.list_pod_sandbox_stats(filter.as_ref()))
+                .await
+                .map_err(|e| Status::internal(format!("stats task: {e}")))?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     /// kubelet reports the node's pod CIDR here; CNI plugins own addressing, so nothing changes.

@@ -18,7 +18,7 @@ pub struct CgroupLayout {
 
 /// Where one controller's numbers for a cgroup live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Source {
+pub enum Source {
     V1(PathBuf),
     V2(PathBuf),
 }
@@ -100,7 +100,7 @@ impl CgroupLayout {
     /// The directory holding `controller`'s files for the cgroup at `rel` (relative to the
     /// hierarchy root). A controller is bound to exactly one hierarchy, so a controller mounted
     /// on v1 is read there only; otherwise the unified hierarchy is tried.
-    pub(crate) fn source(&self, controller: &str, rel: &Path) -> Option<Source> {
+    pub fn source(&self, controller: &str, rel: &Path) -> Option<Source> {
         match (self.v1.get(controller), &self.unified) {
             (Some(mount), _) => Some(Source::V1(mount.join(rel))),
             (None, Some(unified)) => Some(Source::V2(unified.join(rel))),

@@ -23,7 +23,7 @@ pub use cri::{
 };
 pub use error::StatsError;
 pub use fs::{FsUsage, dir_usage};
-pub use layout::CgroupLayout;
+pub use layout::{CgroupLayout, Source};
 pub use net::{
     InterfaceStats, NetworkStats, parse_net_dev, pod_network_stats, pod_network_stats_in,
 };

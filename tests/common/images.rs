@@ -7,7 +7,8 @@ use super::oci_image::{LayerFile, SYMLINK, write_image_archive};
 /// The busybox applets the tests call by name.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "ls", "id", "head", "yes", "dd", "true", "false", "env",
-    "printf", "tr", "wc", "ps", "hostname", "touch", "mkdir", "kill", "grep", "seq", "stat", "chown",
+    "printf", "tr", "wc", "ps", "hostname", "touch", "mkdir", "kill", "grep", "seq", "stat",
+    "chown",
 ];
 
 pub const BUSYBOX_IMAGE: &str = "localhost/test/busybox:1";
@@ -18,8 +19,8 @@ pub const IMAGE_USER: (&str, u32, u32) = ("tester", 1234, 1234);
 /// Write a busybox image archive: /bin/busybox (static) with applet symlinks, /etc/passwd and
 /// /etc/group with `tester` (also in group `extra` 2345), Cmd ["sh"].
 pub fn write_busybox_image(out: &Path) {
-    let busybox = std::fs::read("/bin/busybox")
-        .expect("read /bin/busybox (apt-get install busybox-static)");
+    let busybox =
+        std::fs::read("/bin/busybox").expect("read /bin/busybox (apt-get install busybox-static)");
     let passwd = format!(
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n{}:x:{}:{}::/home/tester:/bin/sh\n",
         IMAGE_USER.0, IMAGE_USER.1, IMAGE_USER.2

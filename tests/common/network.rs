@@ -147,7 +147,11 @@ impl TestNetwork {
     /// From now on ADD through this network blocks (after bridge has allocated an IP) until
     /// [`Self::release_hang`]: a RunPodSandbox caught mid-CNI.
     pub fn arm_hang(&self) {
-        assert!(self.failpoint, "network {} has no failpoint plugin", self.name);
+        assert!(
+            self.failpoint,
+            "network {} has no failpoint plugin",
+            self.name
+        );
         fs::write(self.hang_marker(), b"hang\n").expect("arm hang");
     }
 

@@ -1,0 +1,164 @@
+//! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats: numbers read from
+//! the kernel (cgroups, /proc/<pid>/net/dev) and the writable layer on disk.
+
+use crate::context::Context;
+use crate::error::{CriError, CriResult};
+use crate::stats::{self, CgroupStats};
+use crate::store::{ContainerRecord, ContainerState, SandboxRecord};
+use k8s_cri::v1 as cri;
+
+impl Context {
+    fn cgroup_sample(&self, id: &str, cgroups_path: &str) -> (Option<CgroupStats>, Option<u64>) {
+        match stats::cgroup_stats(cgroups_path) {
+            Ok(cg) => {
+                let nano = cg
+                    .cpu_usage_ns
+                    .and_then(|ns| self.cpu.usage_nano_cores(id, cg.timestamp, ns));
+                (Some(cg), nano)
+            }
+            Err(e) => {
+                if !e.is_not_found() {
+                    tracing::debug!(id, error = %e, "cgroup stats");
+                }
+                (None, None)
+            }
+        }
+    }
+
+    fn stats_of(&self, r: &ContainerRecord) -> cri::ContainerStats {
+        let running = r.state == ContainerState::Running;
+        let (cg, nano) = if running {
+            self.cgroup_sample(&r.id, &r.cgroups_path)
+        } else {
+            (None, None)
+        };
+        let upper = self.container_dir(&r.id).join("upper");
+        let fs = stats::dir_usage(&upper).ok();
+        stats::container_stats_cri(
+            cri::ContainerAttributes {
+                id: r.id.clone(),
+                metadata: r.config.metadata.clone(),
+                labels: r.config.labels.clone(),
+                annotations: r.config.annotations.clone(),
+            },
+            cg.as_ref(),
+            nano,
+            fs.as_ref(),
+            &self.config.root.to_string_lossy(),
+        )
+    }
+
+    pub fn container_stats(&self, id: &str) -> CriResult<cri::ContainerStats> {
+        let record = self.refresh_container(self.container(id)?);
+        Ok(self.stats_of(&record))
+    }
+
+    pub fn list_container_stats(
+        &self,
+        filter: Option<&cri::ContainerStatsFilter>,
+    ) -> Vec<cri::ContainerStats> {
+        self.containers
+            .list()
+            .into_iter()
+            .map(|r| self.refresh_container(r))
+            .filter(|r| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || r.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| r.config.labels.get(k) == Some(v))
+            })
+            .map(|r| self.stats_of(&r))
+            .collect()
+    }
+
+    fn pod_stats_of(&self, s: &SandboxRecord) -> cri::PodSandboxStats {
+        let containers: Vec<ContainerRecord> = self
+            .containers
+            .list()
+            .into_iter()
+            .filter(|c| c.sandbox_id == s.id)
+            .map(|c| self.refresh_container(c))
+            .collect();
+        // kubelet's pod cgroup counts the pause and every container (even removed ones); with
+        // no pod cgroup, the sum of the pause's and the running containers'.
+        let parent = s
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.trim_end_matches('/').to_string())
+            .unwrap_or_default();
+        let (cg, nano) = if !s.is_ready() {
+            (None, None)
+        } else if !parent.is_empty() {
+            self.cgroup_sample(&s.id, &parent)
+        } else {
+            let mut samples: Vec<CgroupStats> = stats::cgroup_stats(&s.cgroups_path)
+                .ok()
+                .into_iter()
+                .collect();
+            samples.extend(
+                containers
+                    .iter()
+                    .filter(|c| c.state == ContainerState::Running)
+                    .filter_map(|c| stats::cgroup_stats(&c.cgroups_path).ok()),
+            );
+            match stats::sum_cgroup_stats(&samples) {
+                Some(sum) => {
+                    let nano = sum
+                        .cpu_usage_ns
+                        .and_then(|ns| self.cpu.usage_nano_cores(&s.id, sum.timestamp, ns));
+                    (Some(sum), nano)
+                }
+                None => (None, None),
+            }
+        };
+        let net = match (s.is_ready(), s.host_network, s.init_pid) {
+            (true, false, Some(pid)) => stats::pod_network_stats(pid).ok(),
+            _ => None,
+        };
+        let process_count = cg.as_ref().and_then(|c| c.pids);
+        stats::pod_stats_cri(
+            cri::PodSandboxAttributes {
+                id: s.id.clone(),
+                metadata: s.config.metadata.clone(),
+                labels: s.config.labels.clone(),
+                annotations: s.config.annotations.clone(),
+            },
+            cg.as_ref(),
+            nano,
+            net.as_ref(),
+            containers.iter().map(|c| self.stats_of(c)).collect(),
+            process_count,
+        )
+    }
+
+    pub fn pod_sandbox_stats(&self, id: &str) -> CriResult<cri::PodSandboxStats> {
+        let record = self
+            .sandboxes
+            .resolve(id)
+            .and_then(|id| self.sandboxes.get(&id))
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))?;
+        Ok(self.pod_stats_of(&self.refreshed(record)))
+    }
+
+    pub fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<&cri::PodSandboxStatsFilter>,
+    ) -> Vec<cri::PodSandboxStats> {
+        self.sandboxes
+            .list()
+            .into_iter()
+            .map(|s| self.refreshed(s))
+            .filter(|s| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || s.id.starts_with(&f.id))
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| s.config.labels.get(k) == Some(v))
+            })
+            .map(|s| self.pod_stats_of(&s))
+            .collect()
+    }
+}

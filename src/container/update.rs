@@ -1,0 +1,208 @@
+//! UpdateContainerResources: new CPU, memory and hugepage limits written to the running
+//! container's cgroup files (cgroupfs driver, v1 or v2), then remembered in its record.
+//!
+//! The files are written here rather than through libcontainer: it is plain cgroupfs I/O with no
+//! effect on the daemon's own process, and the monitor has no business holding resource state.
+
+use crate::context::Context;
+use crate::error::{CriError, CriResult};
+use crate::stats::{CgroupLayout, Source};
+use crate::store::ContainerState;
+use k8s_cri::v1::LinuxContainerResources;
+use oci_spec::runtime::LinuxResources;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("cgroups path {0:?} is not absolute")]
+    BadPath(String),
+    #[error("no {0} controller on this node")]
+    NoController(&'static str),
+    #[error("writing {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+}
+
+impl Context {
+    pub async fn update_container_resources(
+        self: &Arc<Self>,
+        id: &str,
+        resources: Option<LinuxContainerResources>,
+    ) -> CriResult<()> {
+        let Some(resources) = resources else {
+            return Ok(());
+        };
+        let id = self.container(id)?.id;
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let _op = ctx.locks.lock(&id).await;
+            let record = ctx.refresh_container(ctx.container(&id)?);
+            if !matches!(
+                record.state,
+                ContainerState::Created | ContainerState::Running
+            ) {
+                return Err(CriError::FailedPrecondition(format!(
+                    "container {id} is not running"
+                )));
+            }
+            let oci = crate::oci::linux_resources(&resources, &crate::oci::HostFeatures::detect());
+            let path = record.cgroups_path.clone();
+            tokio::task::spawn_blocking(move || apply(&path, &oci))
+                .await
+                .map_err(|e| CriError::Internal(format!("update task: {e}")))?
+                .map_err(|e| CriError::internal(format!("updating resources of {id}"), e))?;
+            ctx.containers
+                .update(&id, |r| r.resources = Some(resources))
+                .map_err(|e| CriError::internal("updating container record", e))?;
+            tracing::info!(container = %id, "resources updated");
+            Ok(())
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("UpdateContainerResources task: {e}")))?
+    }
+}
+
+fn write(dir: &Path, file: &str, value: impl ToString) -> Result<(), UpdateError> {
+    let path = dir.join(file);
+    let value = value.to_string();
+    std::fs::write(&path, &value).map_err(|source| UpdateError::Write {
+        path,
+        value,
+        source,
+    })
+}
+
+/// cgroup v2's cpu.weight from v1 cpu.shares (the conversion runc and the kernel docs use).
+fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 100;
+    }
+    1 + ((shares.saturating_sub(2)) * 9999) / 262142
+}
+
+/// Write `r` into the cgroup at `cgroups_path`.
+pub fn apply(cgroups_path: &str, r: &LinuxResources) -> Result<(), UpdateError> {
+    let rel = cgroups_path
+        .strip_prefix('/')
+        .ok_or_else(|| UpdateError::BadPath(cgroups_path.into()))?;
+    let layout = CgroupLayout::host().map_err(|_| UpdateError::NoController("any"))?;
+    let dir = |ctrl: &'static str| layout.source(ctrl, Path::new(rel));
+
+    if let Some(cpu) = r.cpu() {
+        match dir("cpu") {
+            Some(Source::V1(d)) => {
+                if let Some(shares) = cpu.shares() {
+                    write(&d, "cpu.shares", shares)?;
+                }
+                // Period before quota: a quota is checked against the current period.
+                if let Some(period) = cpu.period() {
+                    write(&d, "cpu.cfs_period_us", period)?;
+                }
+                if let Some(quota) = cpu.quota() {
+                    write(&d, "cpu.cfs_quota_us", quota)?;
+                }
+            }
+            Some(Source::V2(d)) => {
+                if let Some(shares) = cpu.shares() {
+                    write(&d, "cpu.weight", shares_to_weight(shares))?;
+                }
+                if cpu.quota().is_some() || cpu.period().is_some() {
+                    let quota = match cpu.quota() {
+                        Some(q) if q > 0 => q.to_string(),
+                        _ => "max".to_string(),
+                    };
+                    let period = cpu.period().unwrap_or(100_000);
+                    write(&d, "cpu.max", format!("{quota} {period}"))?;
+                }
+            }
+            None => {}
+        }
+        if let Some(Source::V1(d) | Source::V2(d)) = dir("cpuset") {
+            if let Some(cpus) = cpu.cpus() {
+                write(&d, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = cpu.mems() {
+                write(&d, "cpuset.mems", mems)?;
+            }
+        }
+    }
+
+    if let Some(mem) = r.memory() {
+        match dir("memory") {
+            Some(Source::V1(d)) => {
+                let limit = mem.limit();
+                let swap = mem.swap();
+                // memory.limit_in_bytes may never exceed memory.memsw.limit_in_bytes: raise the
+                // combined limit first when growing, lower the memory limit first when shrinking.
+                let first = limit.and_then(|l| write(&d, "memory.limit_in_bytes", l).err());
+                if let Some(s) = swap {
+                    write(&d, "memory.memsw.limit_in_bytes", s)?;
+                }
+                if let Some(e) = first {
+                    match limit {
+                        Some(l) => write(&d, "memory.limit_in_bytes", l)?,
+                        None => return Err(e),
+                    }
+                }
+            }
+            Some(Source::V2(d)) => {
+                if let Some(l) = mem.limit() {
+                    let v = if l > 0 { l.to_string() } else { "max".into() };
+                    write(&d, "memory.max", v)?;
+                    if let Some(s) = mem.swap() {
+                        let swap = if s > 0 {
+                            (s - l).max(0).to_string()
+                        } else {
+                            "max".into()
+                        };
+                        write(&d, "memory.swap.max", swap)?;
+                    }
+                }
+            }
+            None => return Err(UpdateError::NoController("memory")),
+        }
+    }
+
+    if let Some(pages) = r.hugepage_limits()
+        && let Some(Source::V1(d) | Source::V2(d)) = dir("hugetlb")
+    {
+        let v2 = matches!(dir("hugetlb"), Some(Source::V2(_)));
+        for p in pages {
+            let file = if v2 {
+                format!("hugetlb.{}.max", p.page_size())
+            } else {
+                format!("hugetlb.{}.limit_in_bytes", p.page_size())
+            };
+            write(&d, &file, p.limit())?;
+        }
+    }
+
+    if let Some(unified) = r.unified()
+        && let Some(root) = layout.unified_mount()
+    {
+        let d = root.join(rel);
+        for (key, value) in unified {
+            if key.contains('/') || key.starts_with('.') {
+                return Err(UpdateError::BadPath(key.clone()));
+            }
+            write(&d, key, value)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares_to_weight;
+
+    #[test]
+    fn shares_map_to_weights() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262144), 10000);
+    }
+}
