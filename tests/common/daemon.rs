@@ -519,6 +519,7 @@ impl TestDaemon {
         let mut ids = BTreeSet::new();
         for dir in [
             self.root().join("sandboxes"),
+            self.root().join("containers"),
             self.state().join("runtime"),
             self.state().join("monitors"),
             self.state().join("m"),

@@ -45,6 +45,7 @@ pub async fn find_leaks(d: &TestDaemon) -> Vec<String> {
     for dir in [
         d.state().join("netns"),
         d.root().join("sandboxes"),
+        d.root().join("containers"),
         d.state().join("monitors"),
         // The daemon keeps monitor dirs under a short name (unix socket paths are limited).
         d.state().join("m"),

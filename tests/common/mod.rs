@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cgroups;
+pub mod containers;
 pub mod daemon;
 pub mod images;
 pub mod leaks;
