@@ -153,6 +153,70 @@ impl ContainerCgroup {
     }
 }
 
+/// The container's memory cgroup, where the kernel counts OOM kills: the v1 memory hierarchy's
+/// directory, or the unified one on a v2-only host. `None` when it is the monitor's own
+/// (its counter would not be the container's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+/// The memory line of /proc/PID/cgroup: (mount dir, path).
+fn pick_memory(proc_cgroup: &str, unified_only: bool) -> Option<(String, String)> {
+    proc_cgroup.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let wanted = if unified_only {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "memory")
+        };
+        wanted.then(|| (controllers.to_owned(), path.to_owned()))
+    })
+}
+
+/// `oom_kill N` from memory.oom_control (v1) or memory.events (v2).
+fn parse_oom_kills(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some("oom_kill"))
+            .then(|| f.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+impl MemoryCgroup {
+    pub fn of(pid: i32) -> io::Result<Option<Self>> {
+        let unified_only = Path::new(ROOT).join("cgroup.controllers").exists();
+        let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let ours = fs::read_to_string("/proc/self/cgroup")?;
+        let Some((mount, path)) = pick_memory(&theirs, unified_only) else {
+            return Ok(None);
+        };
+        if path == "/" || pick_memory(&ours, unified_only).is_some_and(|(_, p)| p == path) {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            dir: Path::new(ROOT)
+                .join(mount)
+                .join(path.trim_start_matches('/')),
+            v2: unified_only,
+        }))
+    }
+
+    /// How many processes the kernel's OOM killer killed in this cgroup; `None` if unknown
+    /// (cgroup gone, or a kernel without the counter).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        parse_oom_kills(&fs::read_to_string(self.dir.join(file)).ok()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +246,24 @@ mod tests {
         assert_eq!((e.mount.as_str(), e.path.as_str()), ("", "/kubepods/x"));
         assert_eq!(e.freezer, Freezer::V2);
         assert_eq!(pick(V1, true).unwrap().path, "/");
+    }
+
+    #[test]
+    fn memory_cgroup_and_oom_counter() {
+        let v1 = "4:memory:/crius/abc\n6:freezer:/crius/abc\n0::/\n";
+        assert_eq!(
+            pick_memory(v1, false),
+            Some(("memory".to_owned(), "/crius/abc".to_owned()))
+        );
+        assert_eq!(pick_memory("0::/k/x\n", true).unwrap().1, "/k/x");
+        assert_eq!(
+            parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            Some(2)
+        );
+        assert_eq!(
+            parse_oom_kills("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            Some(1)
+        );
+        assert_eq!(parse_oom_kills("oom_kill_disable 0\n"), None);
     }
 }

@@ -53,6 +53,10 @@ pub enum MonitorError {
     Exited { op: &'static str, dir: PathBuf },
     #[error("monitor in {dir} is gone and left no exit record")]
     Gone { dir: PathBuf },
+    #[error("container {id} is not running: {reason}")]
+    NotRunning { id: String, reason: String },
+    #[error("exec in container {id}: {reason}")]
+    ExecFailed { id: String, reason: String },
 }
 
 /// What the daemon needs to launch a monitor for one container.
@@ -66,6 +70,8 @@ pub struct MonitorConfig {
     pub runtime_root: PathBuf,
     /// The crius binary to run as `crius monitor`.
     pub exe: PathBuf,
+    /// The container's stdio: CRI log, tty, stdin. Default: all on /dev/null.
+    pub stdio: super::stdio::Stdio,
 }
 
 impl MonitorConfig {
@@ -78,6 +84,7 @@ impl MonitorConfig {
             dir: dir.to_owned(),
             runtime_root: runtime_root.to_owned(),
             exe: PathBuf::from("/proc/self/exe"),
+            stdio: super::stdio::Stdio::default(),
         }
     }
 }
@@ -119,8 +126,20 @@ async fn launch(cfg: &MonitorConfig) -> Result<Created, MonitorError> {
         .arg("--dir")
         .arg(&cfg.dir)
         .arg("--runtime-root")
-        .arg(&cfg.runtime_root)
-        .stdin(Stdio::null())
+        .arg(&cfg.runtime_root);
+    if let Some(log) = &cfg.stdio.log_path {
+        cmd.arg("--log-path").arg(log);
+    }
+    for (set, flag) in [
+        (cfg.stdio.tty, "--tty"),
+        (cfg.stdio.stdin, "--stdin"),
+        (cfg.stdio.stdin_once, "--stdin-once"),
+    ] {
+        if set {
+            cmd.arg(flag);
+        }
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // If we are cancelled, the launcher dies; the monitor then cannot report and removes
@@ -221,6 +240,8 @@ pub struct ContainerState {
     pub created_at: i64,
     pub started_at: i64,
     pub finished_at: i64,
+    /// Set once exited: the kernel's OOM killer killed a process of the container.
+    pub oom_killed: bool,
 }
 
 impl ContainerState {
@@ -238,6 +259,7 @@ impl From<&ExitInfo> for ContainerState {
             created_at: e.created_at,
             started_at: e.started_at,
             finished_at: e.finished_at,
+            oom_killed: e.oom_killed,
         }
     }
 }
@@ -256,6 +278,7 @@ fn state_from_proto(s: &proto::State) -> Result<ContainerState, String> {
         created_at: s.created_at,
         started_at: s.started_at,
         finished_at: s.finished_at,
+        oom_killed: status == ContainerStatus::Exited && s.oom_killed,
     })
 }
 
@@ -323,6 +346,35 @@ impl MonitorClient {
         {
             Reply::Response(r) => self.check("kill", r).map(drop),
             Reply::Exited(_) => Ok(()),
+        }
+    }
+
+    /// Reopens the container's log file at its path, after kubelet renamed the old one
+    /// (ReopenContainerLog). [`MonitorError::Exited`] once the container has exited
+    /// (containerd answers FailedPrecondition then); `Rejected` without a log path.
+    pub async fn reopen_log(&self) -> Result<(), MonitorError> {
+        let op = "reopen log";
+        match self
+            .call(op, Op::ReopenLog(proto::ReopenLogRequest {}))
+            .await?
+        {
+            Reply::Exited(_) => Err(MonitorError::Exited {
+                op,
+                dir: self.dir.clone(),
+            }),
+            Reply::Response(r) => {
+                let exited = r
+                    .state
+                    .as_ref()
+                    .is_some_and(|s| s.status == Status::Exited as i32);
+                if exited {
+                    return Err(MonitorError::Exited {
+                        op,
+                        dir: self.dir.clone(),
+                    });
+                }
+                self.check(op, r).map(drop)
+            }
         }
     }
 

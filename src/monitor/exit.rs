@@ -23,6 +23,10 @@ pub struct ExitInfo {
     pub started_at: i64,
     /// Unix nanoseconds.
     pub finished_at: i64,
+    /// The kernel's OOM killer killed a process of the container (its memory cgroup counted
+    /// an OOM kill before the cgroup was removed): kubelet's "OOMKilled" reason.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// Set when deleting the container (cgroup, libcontainer state) failed after the exit; the
     /// daemon should then run `cleanup_orphan`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,7 +9,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::sys;
 
@@ -37,6 +37,16 @@ pub fn run<F>(what: &'static str, op: F) -> Result<String, HelperError>
 where
     F: FnOnce() -> Result<String, String>,
 {
+    run_keeping(what, &[], op)
+}
+
+/// Like [`run`], but the child also keeps the descriptors in `keep` (the container's stdio,
+/// which `op` owns and hands to libcontainer). The caller's copies close when `op` is dropped
+/// here in the parent, so the container's init ends up the only holder of the write ends.
+pub fn run_keeping<F>(what: &'static str, keep: &[RawFd], op: F) -> Result<String, HelperError>
+where
+    F: FnOnce() -> Result<String, String>,
+{
     let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|source| HelperError::Pipe { what, source })?;
     // SAFETY: the monitor is single-threaded, so the child is a full copy with no lock held by
@@ -44,10 +54,11 @@ where
     match unsafe { fork() }.map_err(|source| HelperError::Fork { what, source })? {
         ForkResult::Child => {
             drop(rx);
-            child(tx, op)
+            child(tx, keep, op)
         }
         ForkResult::Parent { child } => {
             drop(tx);
+            drop(op);
             let status = loop {
                 match waitpid(child, None) {
                     Err(Errno::EINTR) => continue,
@@ -59,12 +70,14 @@ where
     }
 }
 
-fn child<F>(tx: OwnedFd, op: F) -> !
+fn child<F>(tx: OwnedFd, keep: &[RawFd], op: F) -> !
 where
     F: FnOnce() -> Result<String, String>,
 {
     sys::reset_signals();
-    sys::close_fds_except(tx.as_raw_fd());
+    let mut keep = keep.to_vec();
+    keep.push(tx.as_raw_fd());
+    sys::close_fds_except(&keep);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
         .unwrap_or_else(|_| Err("the helper panicked".to_owned()));
     let (tag, text, code) = match result {

@@ -25,10 +25,14 @@
 
 mod cgroup;
 mod client;
+mod cri_log;
+mod exec;
+mod exec_client;
 mod exit;
 mod helper;
 mod launch;
 mod paths;
+mod pump;
 mod runtime;
 mod serve;
 mod stdio;
@@ -47,7 +51,10 @@ pub use client::{
     ContainerState, ContainerStatus, MonitorClient, MonitorConfig, MonitorError, cleanup_orphan,
     spawn_create,
 };
+pub use cri_log::MAX_LINE as MAX_LOG_LINE;
+pub use exec_client::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT, exec_sync};
 pub use exit::ExitInfo;
+pub use stdio::Stdio;
 pub use launch::Created;
 pub use paths::{EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
 
@@ -63,15 +70,32 @@ pub struct MonitorArgs {
     #[arg(long)]
     pub runtime_root: PathBuf,
     /// The OCI bundle (config.json and rootfs).
-    #[arg(long, required_unless_present = "delete_only")]
+    #[arg(long, required_unless_present_any = ["delete_only", "exec"])]
     pub bundle: Option<PathBuf>,
     /// The monitor directory (control socket, pid file, exit record, log); must exist.
-    #[arg(long, required_unless_present = "delete_only")]
+    #[arg(long, required_unless_present_any = ["delete_only", "exec"])]
     pub dir: Option<PathBuf>,
     /// Do not supervise: delete the container (kill its processes, remove its cgroup and
     /// libcontainer state) and exit. For containers whose monitor is gone.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "exec")]
     pub delete_only: bool,
+    /// Do not supervise: run one process (its OCI process JSON on stdin) inside the running
+    /// container, with this process's stdout and stderr, wait for it and report its exit on
+    /// fd 3. SIGTERM kills it. See [`exec_sync`].
+    #[arg(long)]
+    pub exec: bool,
+    /// Write the container's stdout and stderr to this file in the CRI log format.
+    #[arg(long)]
+    pub log_path: Option<PathBuf>,
+    /// Give the container (or the exec'd process) a pty.
+    #[arg(long)]
+    pub tty: bool,
+    /// Keep the container's stdin open.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Close stdin after the first attach (reserved for attach).
+    #[arg(long)]
+    pub stdin_once: bool,
 }
 
 /// Entry point of `crius monitor`; returns the process exit code (0 success, 1 failure,
@@ -90,6 +114,9 @@ pub fn run(args: MonitorArgs) -> u8 {
             }
         };
     }
+    if args.exec {
+        return exec::run(&args.id, &args.runtime_root, args.tty);
+    }
     let (Some(bundle), Some(dir)) = (args.bundle, args.dir) else {
         eprintln!("--bundle and --dir are required");
         return 2;
@@ -107,6 +134,12 @@ pub fn run(args: MonitorArgs) -> u8 {
         bundle,
         dir,
         runtime_root: args.runtime_root,
+        stdio: Stdio {
+            log_path: args.log_path,
+            tty: args.tty,
+            stdin: args.stdin,
+            stdin_once: args.stdin_once,
+        },
     })
 }
 

@@ -7,7 +7,7 @@ use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
 use std::path::Path;
 
-use super::stdio::ContainerStdio;
+use super::stdio::ChildStdio;
 
 /// libcontainer's Display often says only "io error"; the Debug form names the cause.
 fn describe(e: &LibcontainerError) -> String {
@@ -20,20 +20,26 @@ pub fn create(
     id: &str,
     bundle: &Path,
     runtime_root: &Path,
-    stdio: ContainerStdio,
+    stdio: ChildStdio,
 ) -> Result<i32, String> {
     // libcontainer reports a missing or unreadable spec without its path.
     let spec = bundle.join("config.json");
     if let Err(e) = std::fs::metadata(&spec) {
         return Err(format!("bundle spec {}: {e}", spec.display()));
     }
-    let container = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+    let builder = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
         .with_root_path(runtime_root)
         .and_then(ContainerBuilder::validate_id)
-        .map_err(|e| describe(&e))?
-        .with_stdin(stdio.stdin)
-        .with_stdout(stdio.stdout)
-        .with_stderr(stdio.stderr)
+        .map_err(|e| describe(&e))?;
+    let builder = match stdio {
+        ChildStdio::Fds(fds) => builder
+            .with_stdin(fds.stdin)
+            .with_stdout(fds.stdout)
+            .with_stderr(fds.stderr),
+        // The pty becomes fds 0, 1 and 2; libcontainer ignores the others then.
+        ChildStdio::Console(socket) => builder.with_console_socket(Some(socket)),
+    };
+    let container = builder
         .as_init(bundle)
         .with_systemd(false)
         // Detached: the container's stdio is what we pass, never this process's terminal.
@@ -68,4 +74,52 @@ pub fn delete(id: &str, runtime_root: &Path) -> Result<(), String> {
             .map_err(|e| format!("remove {}: {e}", dir.display())),
         Err(e) => Err(format!("load state: {}", describe(&e))),
     }
+}
+
+/// How an exec into a running container failed.
+pub enum ExecError {
+    /// The container is not running (never started, exited, or deleted).
+    NotRunning(String),
+    Failed(String),
+}
+
+/// Starts `process` (a process.json, usually `/proc/self/fd/N`) inside the running container
+/// and returns its pid: a child of this process, so the caller reaps it.
+pub fn exec(
+    id: &str,
+    runtime_root: &Path,
+    process: &Path,
+    stdio: ChildStdio,
+) -> Result<i32, ExecError> {
+    let state = runtime_root.join(id).join("state.json");
+    if !state.exists() {
+        return Err(ExecError::NotRunning(format!(
+            "container {id} has no state in {} (exited and deleted, or never created)",
+            runtime_root.display()
+        )));
+    }
+    let builder = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+        .with_root_path(runtime_root)
+        .and_then(ContainerBuilder::validate_id)
+        .map_err(|e| ExecError::Failed(describe(&e)))?;
+    let builder = match stdio {
+        ChildStdio::Fds(fds) => builder
+            .with_stdin(fds.stdin)
+            .with_stdout(fds.stdout)
+            .with_stderr(fds.stderr),
+        ChildStdio::Console(socket) => builder.with_console_socket(Some(socket)),
+    };
+    builder
+        .as_tenant()
+        .with_process(Some(process))
+        // Detached only matters with a tty: it makes libcontainer use the console socket.
+        .with_detach(true)
+        .build()
+        .map(|pid| pid.as_raw())
+        .map_err(|e| match e {
+            LibcontainerError::IncorrectStatus(status) => {
+                ExecError::NotRunning(format!("container {id} is {status:?}, not running"))
+            }
+            other => ExecError::Failed(describe(&other)),
+        })
 }

@@ -12,21 +12,28 @@ use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::cgroup::ContainerCgroup;
+use super::cgroup::{ContainerCgroup, MemoryCgroup};
+use super::cri_log::CriLog;
+use super::pump::Pump;
+use super::stdio::{ChildStdio, Plumbing, Stdio};
 use super::exit::{self, ExitInfo};
 use super::proto::{self, request::Op, state::Status};
-use super::stdio::ContainerStdio;
 use super::{helper, paths, runtime, sys, wire};
 use crate::util::now_nanos;
 
 /// How long one client may take to send its request or read the response.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the container's output may stay open after it exited and its cgroup was
+/// emptied (only a process outside the container could still hold it).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the pty master after the create helper returned (it is queued by then).
+const CONSOLE_TIMEOUT_MS: u16 = 2000;
 
 /// What the monitor supervises.
 pub struct ServeConfig {
@@ -34,6 +41,7 @@ pub struct ServeConfig {
     pub bundle: PathBuf,
     pub dir: PathBuf,
     pub runtime_root: PathBuf,
+    pub stdio: Stdio,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,7 @@ struct Container {
     created_at: i64,
     started_at: i64,
     cgroup: Option<ContainerCgroup>,
+    memory: Option<MemoryCgroup>,
 }
 
 /// Creates the container and returns the monitor ready to serve. On error, everything this
@@ -94,7 +103,7 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
         undo_files();
         return Err(io_err("write", &pid_file)(e));
     }
-    let container = match create(cfg) {
+    let (container, pump) = match create(cfg) {
         Ok(c) => c,
         Err(e) => {
             undo_files();
@@ -108,6 +117,7 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
         listener,
         signals,
         container,
+        pump,
         exited: None,
     })
 }
@@ -134,7 +144,7 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-fn create(cfg: &ServeConfig) -> Result<Container, ServeError> {
+fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
     let state_dir = cfg.runtime_root.join(&cfg.id);
     // Never clean up what an earlier attempt (or another container) owns.
     if state_dir.exists() {
@@ -143,18 +153,56 @@ fn create(cfg: &ServeConfig) -> Result<Container, ServeError> {
             root: cfg.runtime_root.clone(),
         });
     }
-    let reply = helper::run("libcontainer create", || {
-        let stdio = ContainerStdio::null().map_err(|e| format!("open /dev/null: {e}"))?;
-        runtime::create(&cfg.id, &cfg.bundle, &cfg.runtime_root, stdio).map(|p| p.to_string())
+    // The log opens first: a bad log path fails the create before anything exists.
+    let log = match &cfg.stdio.log_path {
+        Some(path) => Some(CriLog::open(path).map_err(io_err("open container log", path))?),
+        None => None,
+    };
+    let plumbing = Plumbing::new(&cfg.stdio, &cfg.dir)
+        .map_err(|e| ServeError::Setup(format!("container stdio: {e}")))?;
+    let Plumbing {
+        child,
+        monitor: ends,
+        console,
+    } = plumbing;
+    let keep: Vec<i32> = match &child {
+        ChildStdio::Fds(f) => vec![
+            f.stdin.as_raw_fd(),
+            f.stdout.as_raw_fd(),
+            f.stderr.as_raw_fd(),
+        ],
+        ChildStdio::Console(_) => Vec::new(),
+    };
+    let reply = helper::run_keeping("libcontainer create", &keep, move || {
+        runtime::create(&cfg.id, &cfg.bundle, &cfg.runtime_root, child).map(|p| p.to_string())
     });
-    let init = reply.map_err(ServeError::from).and_then(|r| {
+    let reply = reply.map_err(ServeError::from).and_then(|r| {
         r.parse::<i32>()
             .map(Pid::from_raw)
             .map_err(|_| ServeError::Setup(format!("libcontainer create: bad init pid {r:?}")))
     });
-    let init = match init {
-        Ok(pid) => pid,
+    // With a tty the output comes from the pty master that the container's setup sent.
+    let reply = reply.and_then(|init| {
+        let mut ends = ends;
+        if let Some(console) = &console {
+            let master = console
+                .receive_master(CONSOLE_TIMEOUT_MS)
+                .map_err(io_err("receive the pty master on", console.path()))?;
+            ends.stdout = Some(master);
+        }
+        let pump = Pump::new(ends, log)
+            .map_err(|e| ServeError::Setup(format!("container output: {e}")))?;
+        Ok((init, pump))
+    });
+    drop(console);
+    let (init, pump) = match reply {
+        Ok(created) => created,
         Err(e) => {
+            // A container that was created but whose output cannot be taken is killed first.
+            if let Some(pid) = created_init_pid(&cfg.runtime_root, &cfg.id) {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = waitpid(pid, None);
+            }
             // libcontainer cleans up most failures itself, but not all (e.g. a state dir made
             // before the spec turned out invalid); delete whatever is left.
             if let Err(d) = helper::run("libcontainer delete", || {
@@ -176,14 +224,29 @@ fn create(cfg: &ServeConfig) -> Result<Container, ServeError> {
     if cgroup.is_none() {
         tracing::warn!(id = %cfg.id, "container cgroup unknown: kill --all signals init only");
     }
+    let memory = MemoryCgroup::of(init.as_raw()).unwrap_or_else(|e| {
+        tracing::warn!(id = %cfg.id, error = %e, "cannot read init's memory cgroup");
+        None
+    });
     tracing::info!(id = %cfg.id, pid = %init, "container created");
-    Ok(Container {
+    let container = Container {
         init,
         status: Status::Created,
         created_at: now_nanos(),
         started_at: 0,
         cgroup,
-    })
+        memory,
+    };
+    Ok((container, pump))
+}
+
+/// init's pid from libcontainer's state, for cleaning up a create that succeeded in
+/// libcontainer but failed afterwards in the monitor.
+fn created_init_pid(runtime_root: &Path, id: &str) -> Option<Pid> {
+    let text = std::fs::read_to_string(runtime_root.join(id).join("state.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let pid = value.get("pid")?.as_i64()?;
+    (pid > 0).then(|| Pid::from_raw(pid as i32))
 }
 
 /// A monitor with a created container.
@@ -194,6 +257,7 @@ pub struct Monitor {
     listener: UnixListener,
     signals: SignalFd,
     container: Container,
+    pump: Pump,
     exited: Option<ExitInfo>,
 }
 
@@ -219,11 +283,11 @@ impl Monitor {
         self.reap();
         sys::trim_file_pages();
         while self.exited.is_none() {
-            let (sig_ready, conn_ready) = {
-                let mut fds = [
-                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
-                ];
+            let (sig_ready, conn_ready, output_ready) = {
+                let mut fds = Vec::with_capacity(4);
+                fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                fds.extend(self.pump.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
@@ -232,8 +296,19 @@ impl Monitor {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
+                let outputs: Vec<usize> = fds[2..]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| ready(f))
+                    .map(|(i, _)| i)
+                    .collect();
+                (ready(&fds[0]), ready(&fds[1]), outputs)
             };
+            // Output first: what the container wrote before it exited is logged before the
+            // exit is handled.
+            if !output_ready.is_empty() {
+                self.pump.on_ready(&output_ready);
+            }
             if sig_ready {
                 self.drain_signals();
             }
@@ -285,7 +360,14 @@ impl Monitor {
         let Some((exit_code, signal)) = exit::exit_code(status) else {
             return;
         };
-        tracing::info!(id = %self.id, exit_code, ?signal, "container exited");
+        // Read before the cgroup is deleted with the container.
+        let oom_killed = self
+            .container
+            .memory
+            .as_ref()
+            .and_then(MemoryCgroup::oom_kills)
+            .is_some_and(|n| n > 0);
+        tracing::info!(id = %self.id, exit_code, ?signal, oom_killed, "container exited");
         self.container.status = Status::Exited;
         self.exited = Some(ExitInfo {
             version: exit::EXIT_RECORD_VERSION,
@@ -295,6 +377,7 @@ impl Monitor {
             created_at: self.container.created_at,
             started_at: self.container.started_at,
             finished_at: now_nanos(),
+            oom_killed,
             cleanup_error: None,
         });
     }
@@ -302,6 +385,9 @@ impl Monitor {
     /// After init's exit: delete the container, then publish the exit record and go away.
     fn finish(mut self) -> u8 {
         let cleanup_error = self.delete();
+        // Every process of the container is gone now, so its output reaches EOF; the log is
+        // complete before the exit record says the container ended.
+        self.pump.drain(Instant::now() + DRAIN_TIMEOUT);
         let Some(mut info) = self.exited.take() else {
             return 1;
         };
@@ -378,6 +464,7 @@ impl Monitor {
             Some(Op::Start(_)) => self.start(),
             Some(Op::Kill(k)) => self.kill(k.signal, k.all),
             Some(Op::State(_)) => Ok(()),
+            Some(Op::ReopenLog(_)) => self.reopen_log(),
             None => Err("empty request".to_owned()),
         };
         let response = proto::Response {
@@ -397,7 +484,15 @@ impl Monitor {
             created_at: c.created_at,
             started_at: c.started_at,
             finished_at: exited.map_or(0, |e| e.finished_at),
+            oom_killed: exited.is_some_and(|e| e.oom_killed),
         }
+    }
+
+    fn reopen_log(&mut self) -> Result<(), String> {
+        if self.container.status == Status::Exited {
+            return Err("container is not running".to_owned());
+        }
+        self.pump.reopen_log()
     }
 
     fn start(&mut self) -> Result<(), String> {

@@ -41,9 +41,9 @@ pub fn reset_signals() {
     }
 }
 
-/// Closes every descriptor from 3 up except `keep`, so that a helper (and the container it
-/// clones) holds none of the monitor's sockets and pipes.
-pub fn close_fds_except(keep: RawFd) {
+/// Closes every descriptor from 3 up except those in `keep`, so that a helper (and the
+/// container it clones) holds none of the monitor's sockets and pipes.
+pub fn close_fds_except(keep: &[RawFd]) {
     let close = |first: u32, last: u32| {
         if first <= last {
             // SAFETY: close_range only closes descriptors; nothing else in this single-threaded
@@ -51,13 +51,17 @@ pub fn close_fds_except(keep: RawFd) {
             unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
         }
     };
-    let keep = keep as u32;
-    if keep >= 3 {
-        close(3, keep - 1);
-        close(keep + 1, u32::MAX);
-    } else {
-        close(3, u32::MAX);
+    let mut keep: Vec<u32> = keep.iter().filter(|&&fd| fd >= 3).map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut next = 3u32;
+    for fd in keep {
+        if fd > next {
+            close(next, fd - 1);
+        }
+        next = fd + 1;
     }
+    close(next, u32::MAX);
 }
 
 /// Points stdin at /dev/null and stdout/stderr at `log` (appending), so the monitor holds no

@@ -37,10 +37,15 @@ fn exit_record_round_trips() {
         created_at: 1,
         started_at: 2,
         finished_at: 3,
+        oom_killed: true,
         cleanup_error: None,
     };
     exit::write(&path, &info).unwrap();
     assert_eq!(exit::read(&path), Some(info));
+    // Records written before the field existed read as "not OOM killed".
+    let old = r#"{"version":1,"pid":1,"exit_code":0,"signal":null,"created_at":1,"started_at":2,"finished_at":3}"#;
+    std::fs::write(&path, old).unwrap();
+    assert!(!exit::read(&path).unwrap().oom_killed);
     std::fs::write(&path, b"{torn").unwrap();
     assert_eq!(exit::read(&path), None);
 }
