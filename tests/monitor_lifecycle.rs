@@ -65,6 +65,7 @@ impl Fixture {
             dir: self.dir(),
             runtime_root: self.runtime_root(),
             exe: Self::exe(),
+            stdio: Default::default(),
         }
     }
     fn client(&self) -> MonitorClient {
