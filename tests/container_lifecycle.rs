@@ -22,13 +22,23 @@ async fn logs_env_exit_code_and_remove() {
         "echo out; echo err >&2; echo $FROM_IMAGE $FROM_CONFIG; echo {long}; printf tail; exit 3"
     );
     let id = d
-        .run_container(&pod, &pod_config, container_config("logger", &["sh", "-c", &script]))
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("logger", &["sh", "-c", &script]),
+        )
         .await;
     let status = d.wait_exited(&id, Duration::from_secs(20)).await;
     assert_eq!(status.exit_code, 3);
     assert_eq!(status.reason, "Error");
-    assert!(status.started_at > 0 && status.finished_at >= status.started_at, "{status:?}");
-    assert_eq!(status.log_path, d.container_log(&pod_config, "logger").to_string_lossy());
+    assert!(
+        status.started_at > 0 && status.finished_at >= status.started_at,
+        "{status:?}"
+    );
+    assert_eq!(
+        status.log_path,
+        d.container_log(&pod_config, "logger").to_string_lossy()
+    );
 
     let text = std::fs::read_to_string(d.container_log(&pod_config, "logger")).expect("log file");
     let lines = parse_log(&text);
@@ -37,9 +47,19 @@ async fn logs_env_exit_code_and_remove() {
         .filter(|l| l.tag == "F")
         .map(|l| (l.stream.clone(), l.content.clone()))
         .collect();
-    assert_eq!(full[0], ("stdout".to_string(), "out".to_string()), "{text}");
-    assert!(full.contains(&("stderr".to_string(), "err".to_string())), "{text}");
-    assert!(full.contains(&("stdout".to_string(), "yes yes".to_string())), "env: {text}");
+    let first_stdout = full
+        .iter()
+        .find(|(s, _)| s == "stdout")
+        .map(|(_, c)| c.as_str());
+    assert_eq!(first_stdout, Some("out"), "{text}");
+    assert!(
+        full.contains(&("stderr".to_string(), "err".to_string())),
+        "{text}"
+    );
+    assert!(
+        full.contains(&("stdout".to_string(), "yes yes".to_string())),
+        "env: {text}"
+    );
     // The 40 KiB line arrives as partial chunks ending in a full one, and reassembles.
     let mut rebuilt = String::new();
     for l in lines.iter().filter(|l| l.stream == "stdout") {
@@ -51,13 +71,23 @@ async fn logs_env_exit_code_and_remove() {
         }
     }
     assert_eq!(rebuilt.len(), long.len(), "long line reassembled");
-    assert!(lines.iter().filter(|l| l.tag == "P").count() >= 2, "partial chunks: {text}");
-    assert_eq!(lines.last().unwrap().content, "tail", "unterminated last output is kept");
+    assert!(
+        lines.iter().filter(|l| l.tag == "P").count() >= 2,
+        "partial chunks: {text}"
+    );
+    assert_eq!(
+        lines.last().unwrap().content,
+        "tail",
+        "unterminated last output is kept"
+    );
     let times: Vec<_> = lines
         .iter()
         .map(|l| chrono::DateTime::parse_from_rfc3339(&l.time).unwrap())
         .collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "timestamps in order");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "timestamps in order"
+    );
 
     d.remove_container(&id).await;
     d.remove_container(&id).await;
@@ -84,7 +114,11 @@ async fn stop_honours_signal_and_timeout() {
     // PID 1 of its own pid namespace without a handler: SIGTERM does nothing, SIGKILL after
     // the grace period does.
     let stubborn = d
-        .run_container(&pod, &pod_config, container_config("stubborn", &["sleep", "3600"]))
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("stubborn", &["sleep", "3600"]),
+        )
         .await;
     // A handler that exits cleanly on SIGTERM.
     let polite = d
@@ -93,7 +127,11 @@ async fn stop_honours_signal_and_timeout() {
             &pod_config,
             container_config(
                 "polite",
-                &["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
+                &[
+                    "sh",
+                    "-c",
+                    "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+                ],
             ),
         )
         .await;
@@ -105,13 +143,19 @@ async fn stop_honours_signal_and_timeout() {
     let (s, _) = d.container_status(&stubborn).await;
     assert_eq!(s.state, ContainerState::ContainerExited as i32);
     assert_eq!(s.exit_code, 137, "killed after the grace period: {s:?}");
-    assert!(took >= Duration::from_secs(2), "waited the grace period: {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "waited the grace period: {took:?}"
+    );
 
     let t = Instant::now();
     d.stop_container(&polite, 30).await;
     let (s, _) = d.container_status(&polite).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
-    assert!(t.elapsed() < Duration::from_secs(10), "did not wait the full grace period");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "did not wait the full grace period"
+    );
 
     // Stop is idempotent.
     d.stop_container(&polite, 30).await;
@@ -123,7 +167,10 @@ async fn stop_honours_signal_and_timeout() {
         .unwrap()
         .into_inner()
         .containers;
-    assert!(left.is_empty(), "RemovePodSandbox removes its containers: {left:?}");
+    assert!(
+        left.is_empty(),
+        "RemovePodSandbox removes its containers: {left:?}"
+    );
     assert_no_leaks(&d).await;
 }
 
@@ -135,7 +182,11 @@ async fn exec_sync_output_exit_code_and_timeout() {
     let pod_config = d.pod_config("execpod");
     let pod = d.run_pod(pod_config.clone()).await;
     let id = d
-        .run_container(&pod, &pod_config, container_config("sleeper", &["sleep", "3600"]))
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("sleeper", &["sleep", "3600"]),
+        )
         .await;
 
     let r = d
@@ -149,13 +200,21 @@ async fn exec_sync_output_exit_code_and_timeout() {
 
     // The container shares the pod's hostname, DNS and network namespace.
     assert_eq!(d.exec_ok(&id, &["hostname"]).await.trim(), "execpod");
-    assert!(d.exec_ok(&id, &["cat", "/etc/resolv.conf"]).await.contains("nameserver"));
+    assert!(
+        d.exec_ok(&id, &["cat", "/etc/resolv.conf"])
+            .await
+            .contains("nameserver")
+    );
     let cpid = d.container_pid(&id).await;
     let ppid = d.pause_pid(&pod).await;
     assert_eq!(procs::ns_link(cpid, "net"), procs::ns_link(ppid, "net"));
     assert_eq!(procs::ns_link(cpid, "uts"), procs::ns_link(ppid, "uts"));
     assert_eq!(procs::ns_link(cpid, "ipc"), procs::ns_link(ppid, "ipc"));
-    assert_ne!(procs::ns_link(cpid, "pid"), procs::ns_link(ppid, "pid"), "CONTAINER pid mode");
+    assert_ne!(
+        procs::ns_link(cpid, "pid"),
+        procs::ns_link(ppid, "pid"),
+        "CONTAINER pid mode"
+    );
 
     let t = Instant::now();
     let (code, msg) = code_of(d.exec(&id, &["sleep", "30"], 1).await);
@@ -163,7 +222,10 @@ async fn exec_sync_output_exit_code_and_timeout() {
     assert!(t.elapsed() < Duration::from_secs(10));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let leftover = d.exec_ok(&id, &["ps", "-o", "args"]).await;
-    assert!(!leftover.contains("sleep 30"), "timed-out exec killed: {leftover}");
+    assert!(
+        !leftover.contains("sleep 30"),
+        "timed-out exec killed: {leftover}"
+    );
 
     let (code, _) = code_of(d.exec(&id, &[], 1).await);
     assert_eq!(code, tonic::Code::InvalidArgument);
@@ -187,7 +249,11 @@ async fn events_follow_the_lifecycle() {
         .expect("GetContainerEvents")
         .into_inner();
     let id = d
-        .run_container(&pod, &pod_config, container_config("brief", &["sh", "-c", "sleep 0.5"]))
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("brief", &["sh", "-c", "sleep 0.5"]),
+        )
         .await;
     d.wait_exited(&id, Duration::from_secs(10)).await;
     d.remove_container(&id).await;
@@ -249,7 +315,11 @@ async fn bad_requests_get_clear_codes() {
     assert_eq!(code, tonic::Code::NotFound);
     // Same name twice in one pod: the second is refused, nothing leaks from it.
     let first = d
-        .create_container(&pod, &pod_config, container_config("twin", &["sleep", "60"]))
+        .create_container(
+            &pod,
+            &pod_config,
+            container_config("twin", &["sleep", "60"]),
+        )
         .await;
     let (code, msg) = code_of(
         rt.create_container(create(&pod, container_config("twin", &["sleep", "60"])))

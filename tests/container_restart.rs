@@ -21,7 +21,11 @@ async fn containers_survive_kill9_with_logs_and_exit_codes() {
             &pod_config,
             container_config(
                 "writer",
-                &["sh", "-c", "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done"],
+                &[
+                    "sh",
+                    "-c",
+                    "i=0; while :; do echo line $i; i=$((i+1)); sleep 0.05; done",
+                ],
             ),
         )
         .await;
@@ -40,14 +44,20 @@ async fn containers_survive_kill9_with_logs_and_exit_codes() {
     let before = std::fs::metadata(&log).unwrap().len();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = std::fs::metadata(&log).unwrap().len();
-    assert!(after > before, "the monitor keeps logging while the daemon is down");
+    assert!(
+        after > before,
+        "the monitor keeps logging while the daemon is down"
+    );
 
     d.restart().await;
     let (s, _) = d.container_status(&writer).await;
     assert_eq!(s.state, ContainerState::ContainerRunning as i32);
     assert_eq!(d.container_pid(&writer).await, writer_pid, "same process");
     let s = d.wait_exited(&quitter, Duration::from_secs(10)).await;
-    assert_eq!(s.exit_code, 5, "exit code recorded while the daemon was down: {s:?}");
+    assert_eq!(
+        s.exit_code, 5,
+        "exit code recorded while the daemon was down: {s:?}"
+    );
 
     d.stop_container(&writer, 0).await;
     let lines = parse_log(&std::fs::read_to_string(&log).unwrap());

@@ -11,7 +11,7 @@ use common::images::IMAGE_USER;
 use common::{DaemonOpts, TestDaemon, assert_no_leaks};
 use k8s_cri::v1::{
     Capability, ContainerStatsRequest, Int64Value, LinuxContainerResources, PodSandboxStatsRequest,
-    ProfileType, SecurityProfile, UpdateContainerResourcesRequest,
+    SecurityProfile, UpdateContainerResourcesRequest, security_profile::ProfileType,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,9 +24,15 @@ async fn users_groups_readonly_rootfs_capabilities_seccomp() {
     let mut named = container_config("named", &["sleep", "3600"]);
     security(&mut named).run_as_username = IMAGE_USER.0.to_string();
     let named = d.run_container(&pod, &pod_config, named).await;
-    assert_eq!(d.exec_ok(&named, &["id", "-u"]).await.trim(), IMAGE_USER.1.to_string());
+    assert_eq!(
+        d.exec_ok(&named, &["id", "-u"]).await.trim(),
+        IMAGE_USER.1.to_string()
+    );
     let groups = d.exec_ok(&named, &["id", "-G"]).await;
-    assert!(groups.split_whitespace().any(|g| g == "2345"), "image group: {groups}");
+    assert!(
+        groups.split_whitespace().any(|g| g == "2345"),
+        "image group: {groups}"
+    );
 
     let mut numeric = container_config("numeric", &["sleep", "3600"]);
     security(&mut numeric).run_as_user = Some(Int64Value { value: 4321 });
@@ -42,7 +48,10 @@ async fn users_groups_readonly_rootfs_capabilities_seccomp() {
     let ro = d.run_container(&pod, &pod_config, ro).await;
     let r = d.exec(&ro, &["touch", "/written"], 10).await.unwrap();
     assert_ne!(r.exit_code, 0, "write to a read-only rootfs must fail");
-    assert!(String::from_utf8_lossy(&r.stderr).contains("Read-only"), "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{r:?}"
+    );
 
     let mut nochown = container_config("nochown", &["sleep", "3600"]);
     security(&mut nochown).capabilities = Some(Capability {
@@ -50,16 +59,44 @@ async fn users_groups_readonly_rootfs_capabilities_seccomp() {
         ..Default::default()
     });
     let nochown = d.run_container(&pod, &pod_config, nochown).await;
-    let r = d.exec(&nochown, &["chown", "1", "/tmp/.keep"], 10).await.unwrap();
+    let r = d
+        .exec(&nochown, &["chown", "1", "/tmp/.keep"], 10)
+        .await
+        .unwrap();
     assert_ne!(r.exit_code, 0, "chown without CAP_CHOWN must fail: {r:?}");
-    let full = d.run_container(&pod, &pod_config, container_config("full", &["sleep", "3600"])).await;
-    assert_eq!(d.exec(&full, &["chown", "1", "/tmp/.keep"], 10).await.unwrap().exit_code, 0);
+    let full = d
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("full", &["sleep", "3600"]),
+        )
+        .await;
+    assert_eq!(
+        d.exec(&full, &["chown", "1", "/tmp/.keep"], 10)
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
     // Writes into the writable layer work.
     d.exec_ok(&full, &["touch", "/written"]).await;
 
     // RuntimeDefault seccomp is a filter on the container's processes; Unconfined is none.
+    let init = d.container_pid(&full).await;
+    let init_status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    assert!(
+        init_status
+            .lines()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "init: {init_status}"
+    );
     let status = d.exec_ok(&full, &["cat", "/proc/self/status"]).await;
-    assert!(status.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('2')), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "{status}"
+    );
     let mut unconfined = container_config("unconfined", &["sleep", "3600"]);
     security(&mut unconfined).seccomp = Some(SecurityProfile {
         profile_type: ProfileType::Unconfined as i32,
@@ -67,7 +104,12 @@ async fn users_groups_readonly_rootfs_capabilities_seccomp() {
     });
     let unconfined = d.run_container(&pod, &pod_config, unconfined).await;
     let status = d.exec_ok(&unconfined, &["cat", "/proc/self/status"]).await;
-    assert!(status.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('0')), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('0')),
+        "{status}"
+    );
     // A syscall the default profile refuses: unshare of a user namespace.
     let r = d.exec(&full, &["unshare", "-U", "true"], 10).await.unwrap();
     assert_ne!(r.exit_code, 0, "unshare blocked by RuntimeDefault: {r:?}");
@@ -82,7 +124,11 @@ async fn users_groups_readonly_rootfs_capabilities_seccomp() {
 
 fn memory_cgroup_file(cgroups_path: &str, file: &str) -> std::path::PathBuf {
     let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
-    let base = if v1.exists() { v1.to_path_buf() } else { "/sys/fs/cgroup".into() };
+    let base = if v1.exists() {
+        v1.to_path_buf()
+    } else {
+        "/sys/fs/cgroup".into()
+    };
     base.join(cgroups_path.trim_start_matches('/')).join(file)
 }
 
@@ -101,8 +147,18 @@ async fn memory_limit_update_oom_and_stats() {
     let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
     let cgroups_path = info["cgroupsPath"].as_str().unwrap().to_string();
     let limit_file = memory_cgroup_file(&cgroups_path, "memory.limit_in_bytes");
-    let read = || std::fs::read_to_string(&limit_file).unwrap().trim().to_string();
-    assert_eq!(read(), (64u64 << 20).to_string(), "{}", limit_file.display());
+    let read = || {
+        std::fs::read_to_string(&limit_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read(),
+        (64u64 << 20).to_string(),
+        "{}",
+        limit_file.display()
+    );
 
     d.runtime()
         .update_container_resources(UpdateContainerResourcesRequest {
@@ -118,7 +174,10 @@ async fn memory_limit_update_oom_and_stats() {
         .expect("UpdateContainerResources");
     assert_eq!(read(), (128u64 << 20).to_string());
     let (status, _) = d.container_status(&burner).await;
-    let res = status.resources.and_then(|r| r.linux).expect("resources in status");
+    let res = status
+        .resources
+        .and_then(|r| r.linux)
+        .expect("resources in status");
     assert_eq!(res.memory_limit_in_bytes, 128 << 20);
 
     // Stats move under load: two samples give a CPU rate, memory is counted.
@@ -142,12 +201,17 @@ async fn memory_limit_update_oom_and_stats() {
             > first.cpu.unwrap().usage_core_nano_seconds.unwrap().value
     );
     let nano = cpu.usage_nano_cores.expect("nano cores").value;
-    assert!(nano > 200_000_000, "a busy loop uses most of a core: {nano}");
+    assert!(
+        nano > 200_000_000,
+        "a busy loop uses most of a core: {nano}"
+    );
     assert!(second.memory.unwrap().working_set_bytes.unwrap().value > 0);
     assert!(second.writable_layer.is_some());
     let pod_stats = d
         .runtime()
-        .pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: pod.clone() })
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
         .await
         .expect("PodSandboxStats")
         .into_inner()
@@ -164,7 +228,11 @@ async fn memory_limit_update_oom_and_stats() {
     resources(&mut hog).memory_limit_in_bytes = 16 << 20;
     let hog = d.run_container(&pod, &pod_config, hog).await;
     let status = d.wait_exited(&hog, Duration::from_secs(60)).await;
-    assert_eq!((status.exit_code, status.reason.as_str()), (137, "OOMKilled"), "{status:?}");
+    assert_eq!(
+        (status.exit_code, status.reason.as_str()),
+        (137, "OOMKilled"),
+        "{status:?}"
+    );
 
     d.stop_and_remove(&pod).await;
     assert_no_leaks(&d).await;

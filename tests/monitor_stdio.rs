@@ -167,7 +167,13 @@ impl Drop for Fixture {
             );
         }
         let _ = std::process::Command::new(Self::exe())
-            .args(["monitor", "--delete-only", "--id", &self.id, "--runtime-root"])
+            .args([
+                "monitor",
+                "--delete-only",
+                "--id",
+                &self.id,
+                "--runtime-root",
+            ])
             .arg(self.runtime_root())
             .status();
         for d in self.cgroup_dirs() {
@@ -193,7 +199,9 @@ fn parse_log(path: &Path) -> Vec<Record> {
         .map(|line| {
             let mut f = line.splitn(4, ' ');
             let (time, stream, tag) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
-            let content = f.next().unwrap_or_else(|| panic!("no content field: {line:?}"));
+            let content = f
+                .next()
+                .unwrap_or_else(|| panic!("no content field: {line:?}"));
             // Fixed nine fractional digits and UTC, as kubelet writes them.
             assert_eq!(time.len(), 30, "{time}");
             assert!(time.ends_with('Z'), "{time}");
@@ -269,7 +277,11 @@ async fn stdout_and_stderr_are_logged_in_cri_format() {
     }
     // Written before the container's start and no later than its exit record.
     let finished = chrono::DateTime::from_timestamp_nanos(exit.finished_at);
-    assert!(records.iter().all(|r| r.time <= finished + chrono::Duration::seconds(1)));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.time <= finished + chrono::Duration::seconds(1))
+    );
 }
 
 #[tokio::test]
@@ -293,7 +305,12 @@ async fn a_long_line_is_split_into_partials() {
     assert_eq!(wait_exit(&client).await.exit_code, 0);
     let out = of_stream(&parse_log(&f.log_path()), "stdout");
     let tags: Vec<&str> = out.iter().map(|(t, _)| t.as_str()).collect();
-    assert_eq!(tags, ["P", "P", "F", "F"], "{:?}", out.iter().map(|(t, c)| (t, c.len())).collect::<Vec<_>>());
+    assert_eq!(
+        tags,
+        ["P", "P", "F", "F"],
+        "{:?}",
+        out.iter().map(|(t, c)| (t, c.len())).collect::<Vec<_>>()
+    );
     assert_eq!(out[0].1.len(), crius::monitor::MAX_LOG_LINE);
     let joined: String = out[..3].iter().map(|(_, c)| c.as_str()).collect();
     assert_eq!(joined, "x".repeat(40960));
@@ -455,9 +472,7 @@ async fn exec_sync_output_exit_code_and_timeout() {
         return;
     }
     let f = Fixture::new("exec");
-    let client = f
-        .run(&["/busybox", "sleep", "1000"], Opts::default())
-        .await;
+    let client = f.run(&["/busybox", "sleep", "1000"], Opts::default()).await;
 
     let out = exec_sync(&f.exec_request(
         &["/busybox", "sh", "-c", "echo hi; echo bye >&2; exit 7"],
@@ -466,7 +481,12 @@ async fn exec_sync_output_exit_code_and_timeout() {
     .await
     .expect("exec");
     assert_eq!(
-        (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code, out.timed_out),
+        (
+            out.stdout.as_slice(),
+            out.stderr.as_slice(),
+            out.exit_code,
+            out.timed_out
+        ),
         (&b"hi\n"[..], &b"bye\n"[..], 7, false)
     );
 
@@ -482,16 +502,28 @@ async fn exec_sync_output_exit_code_and_timeout() {
     let marker = "sleep 31337";
     let started = std::time::Instant::now();
     let out = exec_sync(&f.exec_request(
-        &["/busybox", "sh", "-c", &format!("/busybox {marker} & /busybox {marker}")],
+        &[
+            "/busybox",
+            "sh",
+            "-c",
+            &format!("/busybox {marker} & /busybox {marker}"),
+        ],
         Some(Duration::from_secs(1)),
     ))
     .await
     .expect("exec with timeout");
     assert!(out.timed_out, "{out:?}");
     assert_eq!(out.exit_code, 137);
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(processes_with_cmdline(marker).is_empty(), "sleep left running");
+    assert!(
+        processes_with_cmdline(marker).is_empty(),
+        "sleep left running"
+    );
 
     // Into an exited container: a clear error.
     client.kill(9, false).await.unwrap();
@@ -508,7 +540,11 @@ fn processes_with_cmdline(needle: &str) -> Vec<i32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
                 .unwrap_or(false)
         })
         .collect()

@@ -242,8 +242,14 @@ mod tests {
         log.write(Stream::Stdout, Tag::Full, b"three").unwrap();
         let old = std::fs::read_to_string(dir.path().join("0.log.1")).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
-        assert!(old.ends_with(" stdout F two\n") && old.contains(" F one\n"), "{old}");
-        assert!(new.ends_with(" stdout F three\n") && new.lines().count() == 1, "{new}");
+        assert!(
+            old.ends_with(" stdout F two\n") && old.contains(" F one\n"),
+            "{old}"
+        );
+        assert!(
+            new.ends_with(" stdout F three\n") && new.lines().count() == 1,
+            "{new}"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & !0o640, 0, "{mode:o}");

@@ -42,8 +42,12 @@ pub enum ExecReport {
         killed: bool,
     },
     /// The container is not running (exited, deleted or never started).
-    NotRunning { reason: String },
-    Failed { reason: String },
+    NotRunning {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 static TERMINATE: AtomicBool = AtomicBool::new(false);
@@ -233,8 +237,7 @@ fn supervise(pid: Pid, master: Option<OwnedFd>) -> ExecReport {
         if sig_ready {
             while let Ok(Some(info)) = signals.read_signal() {
                 let sig = Signal::try_from(info.ssi_signo as i32);
-                if matches!(sig, Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) && !killed
-                {
+                if matches!(sig, Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP)) && !killed {
                     kill_session(pid);
                     killed = true;
                 }

@@ -70,11 +70,14 @@ pub async fn exec_sync(req: &ExecRequest) -> Result<ExecOutput, MonitorError> {
     };
     let spec = req.bundle.join("config.json");
     if !spec.exists() {
-        return Err(fail(format!("bundle spec {} does not exist", spec.display())));
+        return Err(fail(format!(
+            "bundle spec {} does not exist",
+            spec.display()
+        )));
     }
     let json = serde_json::to_vec(&req.process).map_err(|e| fail(format!("encode: {e}")))?;
-    let (status_rx, status_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| fail(format!("status pipe: {e}")))?;
+    let (status_rx, status_tx) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("status pipe: {e}")))?;
 
     let mut cmd = Command::new(&req.exe);
     cmd.arg("monitor")
@@ -186,7 +189,10 @@ async fn supervise(
             if let Some(pid) = child.id() {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
-            if tokio::time::timeout(KILL_GRACE, read.as_mut()).await.is_err() {
+            if tokio::time::timeout(KILL_GRACE, read.as_mut())
+                .await
+                .is_err()
+            {
                 tracing::error!("exec helper did not stop after SIGTERM; killing it");
                 let _ = child.start_kill();
             }
@@ -201,7 +207,12 @@ async fn supervise(
     }
     serde_json::from_slice(&buf)
         .map(|r| (Some(r), timed_out))
-        .map_err(|e| format!("unreadable exec report {:?}: {e}", String::from_utf8_lossy(&buf)))
+        .map_err(|e| {
+            format!(
+                "unreadable exec report {:?}: {e}",
+                String::from_utf8_lossy(&buf)
+            )
+        })
 }
 
 /// Reads a stream to its end, keeping at most [`MAX_EXEC_OUTPUT`] bytes, or until the

@@ -122,13 +122,54 @@ fn detach(cfg: &ServeConfig) -> Result<(), String> {
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     let log = cfg.dir.join(paths::LOG_FILE);
     sys::redirect_stdio(&log).map_err(|e| format!("redirect stdio to {}: {e}", log.display()))?;
-    // Logging goes to the monitor log; a second init (impossible here) would be harmless.
+    // Logging goes to the monitor log through its own descriptor, never through fd 2: the
+    // helpers' children become the container's init and have the container's stderr as fd 2,
+    // so libcontainer's own warnings would otherwise land in the container's CRI log.
+    let writer = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log)
+        .map_err(|e| format!("open {}: {e}", log.display()))?;
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(MonitorLog {
+            file: std::sync::Mutex::new(writer),
+            pid: std::process::id(),
+        })
         .with_ansi(false)
         .with_target(false)
         .try_init();
     Ok(())
+}
+
+/// The monitor's log writer. Forked helpers inherit the subscriber but have closed (and maybe
+/// reused) the log's descriptor, and their children are the container's processes: anything
+/// they log is dropped rather than written to whatever that descriptor now is.
+struct MonitorLog {
+    file: std::sync::Mutex<std::fs::File>,
+    pid: u32,
+}
+
+impl std::io::Write for &MonitorLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::process::id() != self.pid {
+            return Ok(buf.len());
+        }
+        match self.file.lock() {
+            Ok(mut f) => f.write(buf),
+            Err(_) => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for MonitorLog {
+    type Writer = &'a MonitorLog;
+    fn make_writer(&'a self) -> Self::Writer {
+        self
+    }
 }
 
 /// Sends the report; false if the launcher is gone (so nobody will learn of the container).

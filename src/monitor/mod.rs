@@ -54,9 +54,9 @@ pub use client::{
 pub use cri_log::MAX_LINE as MAX_LOG_LINE;
 pub use exec_client::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT, exec_sync};
 pub use exit::ExitInfo;
-pub use stdio::Stdio;
 pub use launch::Created;
 pub use paths::{EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
+pub use stdio::Stdio;
 
 use std::path::PathBuf;
 

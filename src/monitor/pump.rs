@@ -72,9 +72,8 @@ impl Pump {
                 let mut done = self.outputs.remove(i);
                 let log = &mut self.log;
                 let failed = &mut self.write_failed;
-                done.splitter.finish(&mut |tag, content| {
-                    write(log, failed, done.stream, tag, content)
-                });
+                done.splitter
+                    .finish(&mut |tag, content| write(log, failed, done.stream, tag, content));
             }
         }
     }

@@ -109,7 +109,9 @@ pub fn exec(
             .with_stderr(fds.stderr),
         ChildStdio::Console(socket) => builder.with_console_socket(Some(socket)),
     };
+    let seccomp = container_seccomp(id, runtime_root)?;
     builder
+        .with_executor(SeccompExecutor { seccomp })
         .as_tenant()
         .with_process(Some(process))
         // Detached only matters with a tty: it makes libcontainer use the console socket.
@@ -122,4 +124,56 @@ pub fn exec(
             }
             other => ExecError::Failed(describe(&other)),
         })
+}
+
+/// The seccomp profile the container was created with (from its bundle's config.json).
+fn container_seccomp(
+    id: &str,
+    runtime_root: &Path,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, ExecError> {
+    let container =
+        Container::load(runtime_root.join(id)).map_err(|e| ExecError::Failed(describe(&e)))?;
+    let config = container.bundle().join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&config)
+        .map_err(|e| ExecError::Failed(format!("reading {}: {e}", config.display())))?;
+    Ok(spec.linux().as_ref().and_then(|l| l.seccomp().clone()))
+}
+
+/// Runs an exec'd process under the container's seccomp filter. libcontainer 0.7's tenant
+/// builder drops `linux.seccomp` from the spec it gives the new process, so without this a
+/// `kubectl exec` would escape the container's profile. The filter is loaded here, in the new
+/// process right before execve, after libcontainer has dropped its capabilities: the kernel
+/// then requires no_new_privs, so exec'd processes always run with it set.
+#[derive(Clone)]
+struct SeccompExecutor {
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+impl libcontainer::workload::Executor for SeccompExecutor {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        use libcontainer::workload::ExecutorError;
+        if let Some(profile) = &self.seccomp {
+            // SAFETY: prctl with integer arguments only.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err(ExecutorError::Other(format!(
+                    "PR_SET_NO_NEW_PRIVS: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            libcontainer::seccomp::initialize_seccomp(profile).map_err(|e| {
+                ExecutorError::Other(format!("loading the container's seccomp profile: {e:?}"))
+            })?;
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
 }

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use super::cgroup::{ContainerCgroup, MemoryCgroup};
 use super::cri_log::CriLog;
-use super::pump::Pump;
-use super::stdio::{ChildStdio, Plumbing, Stdio};
 use super::exit::{self, ExitInfo};
 use super::proto::{self, request::Op, state::Status};
+use super::pump::Pump;
+use super::stdio::{ChildStdio, Plumbing, Stdio};
 use super::{helper, paths, runtime, sys, wire};
 use crate::util::now_nanos;
 

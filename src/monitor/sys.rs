@@ -51,7 +51,11 @@ pub fn close_fds_except(keep: &[RawFd]) {
             unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
         }
     };
-    let mut keep: Vec<u32> = keep.iter().filter(|&&fd| fd >= 3).map(|&fd| fd as u32).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|&&fd| fd >= 3)
+        .map(|&fd| fd as u32)
+        .collect();
     keep.sort_unstable();
     keep.dedup();
     let mut next = 3u32;

@@ -269,7 +269,10 @@ fn container_process(
     p.set_rlimits(None);
     // kubelet sets no_new_privs from allowPrivilegeEscalation=false; otherwise setuid binaries
     // must keep working.
-    p.set_no_new_privileges(Some(sc.no_new_privs));
+    // `false` is written as absent on purpose: libcontainer 0.7 decides when to load seccomp
+    // by whether the field is present, not by its value, and with `Some(false)` it loads the
+    // filter after dropping CAP_SYS_ADMIN without no_new_privs, which the kernel refuses.
+    p.set_no_new_privileges(sc.no_new_privs.then_some(true));
     // Without resources the container inherits the runtime's score, as in containerd.
     p.set_oom_score_adj(resources.map(|r| {
         // Pre-clamp to the kernel's range so the i64 → i32 conversion cannot wrap.

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, KeyValue,
-    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
-    PodSandboxConfig, ProfileType, RemoveContainerRequest, SecurityProfile, StartContainerRequest,
-    StopContainerRequest,
+    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, PodSandboxConfig,
+    RemoveContainerRequest, SecurityProfile, StartContainerRequest, StopContainerRequest,
 };
+
+use k8s_cri::v1::security_profile::ProfileType;
 
 use super::TestDaemon;
 use super::images::BUSYBOX_IMAGE;

@@ -8,7 +8,7 @@ use super::oci_image::{LayerFile, SYMLINK, write_image_archive};
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "ls", "id", "head", "yes", "dd", "true", "false", "env",
     "printf", "tr", "wc", "ps", "hostname", "touch", "mkdir", "kill", "grep", "seq", "stat",
-    "chown",
+    "chown", "unshare",
 ];
 
 pub const BUSYBOX_IMAGE: &str = "localhost/test/busybox:1";
