@@ -112,7 +112,7 @@ async fn bad_sysctls_are_invalid_argument_and_leave_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn container_rpcs_are_unimplemented() {
+async fn container_rpcs_on_unknown_pods_and_containers_are_not_found() {
     let d = TestDaemon::start(DaemonOpts::default()).await;
     let (code, msg) = code_of(
         d.runtime()
@@ -133,7 +133,7 @@ async fn container_rpcs_are_unimplemented() {
             })
             .await,
     );
-    assert_eq!(code, Code::Unimplemented, "CreateContainer: {msg}");
+    assert_eq!(code, Code::NotFound, "CreateContainer: {msg}");
     let (code, msg) = code_of(
         d.runtime()
             .start_container(StartContainerRequest {
@@ -141,5 +141,5 @@ async fn container_rpcs_are_unimplemented() {
             })
             .await,
     );
-    assert_eq!(code, Code::Unimplemented, "StartContainer: {msg}");
+    assert_eq!(code, Code::NotFound, "StartContainer: {msg}");
 }
