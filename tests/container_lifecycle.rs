@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::containers::{container_config, parse_log};
 use common::{DaemonOpts, TestDaemon, TestNetwork, assert_no_leaks, code_of, procs};
-use k8s_cri::v1::{ContainerEventType, ContainerState, GetEventsRequest, ListContainersRequest};
+use k8s_cri::v1::{
+    ContainerEventType, ContainerFilter, ContainerState, ContainerStateValue, GetEventsRequest,
+    ListContainersRequest,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_env_exit_code_and_remove() {
@@ -137,9 +140,78 @@ async fn stop_honours_signal_and_timeout() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // ListContainers filters: state, pod, label, id prefix.
+    let list = |filter: ContainerFilter| {
+        let mut rt = d.runtime();
+        async move {
+            let mut ids: Vec<String> = rt
+                .list_containers(ListContainersRequest {
+                    filter: Some(filter),
+                })
+                .await
+                .expect("ListContainers")
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut both = vec![stubborn.clone(), polite.clone()];
+    both.sort();
+    let running = ContainerStateValue {
+        state: ContainerState::ContainerRunning as i32,
+    };
+    assert_eq!(
+        list(ContainerFilter {
+            state: Some(running),
+            pod_sandbox_id: pod.clone(),
+            ..Default::default()
+        })
+        .await,
+        both
+    );
+    assert_eq!(
+        list(ContainerFilter {
+            label_selector: [("app".to_string(), "polite".to_string())].into(),
+            ..Default::default()
+        })
+        .await,
+        vec![polite.clone()]
+    );
+    assert_eq!(
+        list(ContainerFilter {
+            id: stubborn[..12].to_string(),
+            ..Default::default()
+        })
+        .await,
+        vec![stubborn.clone()]
+    );
+    assert!(
+        list(ContainerFilter {
+            pod_sandbox_id: "0000000000000".into(),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+
     let t = Instant::now();
     d.stop_container(&stubborn, 2).await;
     let took = t.elapsed();
+    let exited = ContainerStateValue {
+        state: ContainerState::ContainerExited as i32,
+    };
+    assert_eq!(
+        list(ContainerFilter {
+            state: Some(exited),
+            ..Default::default()
+        })
+        .await,
+        vec![stubborn.clone()]
+    );
     let (s, _) = d.container_status(&stubborn).await;
     assert_eq!(s.state, ContainerState::ContainerExited as i32);
     assert_eq!(s.exit_code, 137, "killed after the grace period: {s:?}");
