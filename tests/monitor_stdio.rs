@@ -365,8 +365,17 @@ async fn reopen_after_rotation_and_logging_without_any_client() {
     std::fs::rename(f.log_path(), &rotated).unwrap();
     client.reopen_log().await.expect("reopen");
     // No client at all for a while: the monitor logs on its own (the daemon may be dead).
+    let monitor = client.monitor_pid().unwrap();
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_kib(monitor);
+    eprintln!(
+        "monitor VmRSS while logging: {rss} KiB ({})",
+        Fixture::exe().display()
+    );
+    if std::env::var_os(EXE_OVERRIDE).is_some() {
+        assert!(rss < 2048, "monitor RSS {rss} KiB");
+    }
     std::fs::write(f.bundle().join("rootfs/stop"), b"").unwrap();
     let client = f.client();
     assert_eq!(wait_exit(&client).await.exit_code, 0);
@@ -525,6 +534,12 @@ async fn exec_sync_output_exit_code_and_timeout() {
         "sleep left running"
     );
 
+    // With a tty, everything arrives on stdout.
+    let mut req = f.exec_request(&["/busybox", "sh", "-c", "[ -t 1 ] && echo tty >&2"], None);
+    req.tty = true;
+    let out = exec_sync(&req).await.expect("tty exec");
+    assert_eq!((out.stdout.as_slice(), out.exit_code), (&b"tty\r\n"[..], 0));
+
     // Into an exited container: a clear error.
     client.kill(9, false).await.unwrap();
     wait_exit(&client).await;
@@ -532,6 +547,12 @@ async fn exec_sync_output_exit_code_and_timeout() {
         .await
         .unwrap_err();
     assert!(matches!(err, MonitorError::NotRunning { .. }), "{err:?}");
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn processes_with_cmdline(needle: &str) -> Vec<i32> {

@@ -103,15 +103,57 @@ impl LineSplitter {
     }
 }
 
+/// Length of a CRI log timestamp, e.g. `2026-11-27T11:22:33.123456789Z`.
+pub const TIMESTAMP_LEN: usize = 30;
+
 /// The current time as CRI logs spell it: RFC 3339, UTC, always nine fractional digits.
-pub fn timestamp() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+pub fn timestamp() -> [u8; TIMESTAMP_LEN] {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    format_timestamp(ts.tv_sec, ts.tv_nsec as u32)
+}
+
+/// Formats Unix time by hand instead of through chrono's general formatter: this runs for
+/// every log line in the long-lived monitor, whose resident code we keep small.
+fn format_timestamp(secs: i64, nanos: u32) -> [u8; TIMESTAMP_LEN] {
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (proleptic Gregorian, 400-year eras of
+    // 146097 days counted from 0000-03-01).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+
+    let mut out = *b"0000-00-00T00:00:00.000000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year.clamp(0, 9999) as u64);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, (day_secs / 3600) as u64);
+    put(14, 2, (day_secs / 60 % 60) as u64);
+    put(17, 2, (day_secs % 60) as u64);
+    put(20, 9, u64::from(nanos.min(999_999_999)));
+    out
 }
 
 /// One record, newline included.
-pub fn record(time: &str, stream: Stream, tag: Tag, content: &[u8]) -> Vec<u8> {
+pub fn record(time: &[u8], stream: Stream, tag: Tag, content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(time.len() + content.len() + 12);
-    out.extend_from_slice(time.as_bytes());
+    out.extend_from_slice(time);
     out.push(b' ');
     out.extend_from_slice(stream.name().as_bytes());
     out.push(b' ');
@@ -218,16 +260,44 @@ mod tests {
     #[test]
     fn records_are_formatted_for_kubelet() {
         let r = record(
-            "2026-11-27T11:22:33.123456789Z",
+            b"2026-11-27T11:22:33.123456789Z",
             Stream::Stderr,
             Tag::Partial,
             b"x y",
         );
         assert_eq!(r, b"2026-11-27T11:22:33.123456789Z stderr P x y\n");
-        let t = timestamp();
-        assert_eq!(t.len(), "2026-11-27T11:22:33.123456789Z".len(), "{t}");
-        assert!(t.ends_with('Z'));
+        let t = String::from_utf8(timestamp().to_vec()).unwrap();
+        assert!(t.ends_with('Z'), "{t}");
         chrono::DateTime::parse_from_rfc3339(&t).unwrap();
+    }
+
+    #[test]
+    fn timestamps_match_chrono() {
+        let cases = [
+            (0, 0),
+            (951_782_400, 5), // 2000-02-29, leap day of a 400-year leap year
+            (4_107_542_399, 999_999_999), // 2100-02-28T23:59:59, not a leap year
+            (1_795_778_553, 123_456_789),
+            (-86_400, 1),
+        ];
+        for (secs, nanos) in cases {
+            let ours = format_timestamp(secs, nanos);
+            let theirs = chrono::DateTime::from_timestamp(secs, nanos)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            assert_eq!(std::str::from_utf8(&ours).unwrap(), theirs);
+        }
+        // Every day across several years, including leap years and century boundaries.
+        for day in (-800..60_000).step_by(7) {
+            let secs = day * 86_400 + 45_296;
+            let theirs = chrono::DateTime::from_timestamp(secs, 7)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            assert_eq!(
+                std::str::from_utf8(&format_timestamp(secs, 7)).unwrap(),
+                theirs
+            );
+        }
     }
 
     #[test]

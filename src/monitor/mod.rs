@@ -19,6 +19,15 @@
 //!    deletes the container (helper), writes `<dir>/exit.json` atomically, removes its socket
 //!    and pid file and exits.
 //!
+//! Container output: with a log path the monitor holds the read ends of the container's
+//! stdout/stderr pipes (or the pty master of a tty container) in its poll loop and writes the
+//! CRI log format (`cri_log.rs`); `ReopenLog` starts a new file after kubelet's rotation. The
+//! log is drained to EOF before `exit.json` is written, and the exit record says whether the
+//! kernel OOM-killed a process in the container's memory cgroup.
+//!
+//! Exec: `crius monitor --exec` is a one-shot helper the daemon runs per ExecSync
+//! ([`exec_sync`]); it uses libcontainer's tenant builder, so the daemon never does.
+//!
 //! SIGTERM, SIGINT and SIGHUP are logged and ignored: stopping or restarting the daemon must
 //! never stop containers. The way to stop a container is a kill request; a monitor that is
 //! killed outright leaves the container to be removed with [`cleanup_orphan`].

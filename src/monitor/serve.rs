@@ -34,6 +34,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for the pty master after the create helper returned (it is queued by then).
 const CONSOLE_TIMEOUT_MS: u16 = 2000;
+/// Logging touches code (formatting, file writes) whose pages stay resident; trim them at
+/// most this often while the container writes output.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the monitor supervises.
 pub struct ServeConfig {
@@ -282,6 +285,7 @@ impl Monitor {
         // init may have died before we started watching SIGCHLD for it.
         self.reap();
         sys::trim_file_pages();
+        let mut last_trim = Instant::now();
         while self.exited.is_none() {
             let (sig_ready, conn_ready, output_ready) = {
                 let mut fds = Vec::with_capacity(4);
@@ -308,6 +312,10 @@ impl Monitor {
             // exit is handled.
             if !output_ready.is_empty() {
                 self.pump.on_ready(&output_ready);
+                if last_trim.elapsed() >= TRIM_INTERVAL {
+                    sys::trim_file_pages();
+                    last_trim = Instant::now();
+                }
             }
             if sig_ready {
                 self.drain_signals();
