@@ -57,10 +57,10 @@ impl Daemon {
             .with_context(|| format!("write {}", spec.pidfile.display()))?;
         let mut daemon = Daemon { child };
         loop {
-            if let Ok(mut c) = cri::connect(&spec.socket).await {
-                if cri::answers(&mut c).await {
-                    return Ok((daemon, started.elapsed(), c));
-                }
+            if let Ok(mut c) = cri::connect(&spec.socket).await
+                && cri::answers(&mut c).await
+            {
+                return Ok((daemon, started.elapsed(), c));
             }
             if let Some(status) = daemon.child.try_wait()? {
                 bail!(

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a runtime daemon, run every scenario against it, stop it, write JSON.
-    Suite(SuiteArgs),
+    Suite(Box<SuiteArgs>),
     /// Time the no-runtime floor: unshare + overlay of the pause layer + exec pause.
     Floor {
         #[arg(long)]
@@ -169,7 +169,7 @@ fn run_report(
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Suite(a) => run_suite(a).await,
+        Cmd::Suite(a) => run_suite(*a).await,
         Cmd::Floor {
             layer,
             work,

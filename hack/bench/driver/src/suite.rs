@@ -117,10 +117,10 @@ pub async fn run(cfg: &SuiteConfig) -> Result<SuiteResult> {
     res.first_start_ms = millis(first);
     let outcome = measure(cfg, &mut res, &mut daemon, &mut cri).await;
     // Whatever happened, no pod of ours stays and the daemon stops.
-    if let Ok(mut c) = crate::cri::connect(&cfg.daemon.socket).await {
-        if let Err(e) = remove_ours(&mut c, &cfg.template.tag).await {
-            res.note("final cleanup", &e);
-        }
+    if let Ok(mut c) = crate::cri::connect(&cfg.daemon.socket).await
+        && let Err(e) = remove_ours(&mut c, &cfg.template.tag).await
+    {
+        res.note("final cleanup", &e);
     }
     daemon.stop().await?;
     outcome.map(|()| res)
