@@ -2,6 +2,8 @@
 //! distribution 2.8) on 127.0.0.1, OCI image layouts built in Rust, pushed with skopeo.
 #![allow(dead_code)]
 
+pub mod token;
+
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,22 +43,54 @@ pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+/// How a test registry checks its clients.
+pub enum RegistryAuth<'a> {
+    None,
+    /// `auth: htpasswd` with one user.
+    Htpasswd(&'a str, &'a str),
+    /// `auth: token`: clients fetch a JWT at `realm`, signed by `signer`'s certificate.
+    Token {
+        realm: String,
+        signer: &'a token::TokenSigner,
+    },
+}
+
 /// A `docker-registry serve` process with its own config and storage; killed on drop.
 pub struct Registry {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Child,
     pub creds: Option<(String, String)>,
+    /// Sent as `Authorization: Bearer` by [`Registry::push`] (token-auth registries).
+    pub push_token: Option<String>,
 }
 
 impl Registry {
     pub fn start(creds: Option<(&str, &str)>) -> Registry {
+        match creds {
+            Some((u, p)) => Registry::start_with(RegistryAuth::Htpasswd(u, p)),
+            None => Registry::start_with(RegistryAuth::None),
+        }
+    }
+
+    pub fn start_with(how: RegistryAuth<'_>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         let mut auth = String::new();
-        if let Some((u, p)) = creds {
+        let mut creds = None;
+        if let RegistryAuth::Token { realm, signer } = &how {
+            let cert = signer.write_cert(dir.path());
+            auth = format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token::SERVICE,
+                token::ISSUER,
+                cert.display()
+            );
+        }
+        if let RegistryAuth::Htpasswd(u, p) = how {
+            creds = Some((u, p));
             let out = Command::new("htpasswd")
                 .args(["-Bbn", u, p])
                 .output()
@@ -88,6 +122,7 @@ impl Registry {
             dir,
             child,
             creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
+            push_token: None,
         };
         reg.wait_ready();
         reg
@@ -140,6 +175,9 @@ impl Registry {
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(t) = &self.push_token {
+            return r.bearer_auth(t);
+        }
         match &self.creds {
             Some((u, p)) => r.basic_auth(u, Some(p)),
             None => r,

@@ -165,6 +165,32 @@ fn parse_value(s: &str) -> (String, &str) {
     }
 }
 
+/// RFC 6749 §5.2: an OAuth2 token endpoint answers a bad refresh token or password with
+/// HTTP 400 and one of these codes; they mean "bad credentials", not a broken server.
+fn is_oauth_credential_error(status: reqwest::StatusCode, body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: String,
+    }
+    status == reqwest::StatusCode::BAD_REQUEST
+        && serde_json::from_slice::<OAuthError>(body).is_ok_and(|e| {
+            matches!(
+                e.error.as_str(),
+                "invalid_grant" | "invalid_client" | "unauthorized_client"
+            )
+        })
+}
+
+/// What was refused, for messages about a 401 we could not get past. Never the secret.
+pub fn refusal_note(creds: &Credentials) -> &'static str {
+    match creds {
+        Credentials::Anonymous => "no credentials were given for this registry",
+        Credentials::Basic { .. } => "the username and password were refused",
+        Credentials::IdentityToken(_) => "the identity token was refused",
+        Credentials::RegistryToken(_) => "the registry token was refused",
+    }
+}
+
 #[derive(Deserialize)]
 struct TokenReply {
     #[serde(default)]
@@ -230,11 +256,15 @@ pub async fn authorize(
             .map_err(|e| RegistryError::transport(endpoint, &what, &e))?;
         let status = resp.status();
         let body = super::client::read_limited(resp, MAX_TOKEN_REPLY, endpoint, &what).await?;
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            || status == reqwest::StatusCode::FORBIDDEN
+            || is_oauth_credential_error(status, &body)
+        {
             return Err(unauthorized(format!(
-                "{what}: HTTP {}: {}",
+                "{what}: HTTP {}: {}; {}",
                 status.as_u16(),
-                super::client::summarize_reply(&body)
+                super::client::summarize_reply(&body),
+                refusal_note(creds)
             )));
         }
         if !status.is_success() {
@@ -297,6 +327,28 @@ mod tests {
         );
         assert_eq!(Challenge::parse("Basic")[0].scheme, "basic");
         assert!(Challenge::parse("").is_empty());
+    }
+
+    #[test]
+    fn oauth_credential_errors_are_auth_failures() {
+        let bad = reqwest::StatusCode::BAD_REQUEST;
+        assert!(is_oauth_credential_error(
+            bad,
+            br#"{"error":"invalid_grant","error_description":"x"}"#
+        ));
+        assert!(is_oauth_credential_error(
+            bad,
+            br#"{"error":"invalid_client"}"#
+        ));
+        assert!(!is_oauth_credential_error(
+            bad,
+            br#"{"error":"invalid_scope"}"#
+        ));
+        assert!(!is_oauth_credential_error(bad, b"bad request"));
+        assert!(!is_oauth_credential_error(
+            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":"invalid_grant"}"#
+        ));
     }
 
     #[test]

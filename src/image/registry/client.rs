@@ -153,13 +153,7 @@ impl Session {
             .await
             .map_err(|e| RegistryError::transport(&self.endpoint, what, &e))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            let challenges: Vec<Challenge> = resp
-                .headers()
-                .get_all(WWW_AUTHENTICATE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(Challenge::parse)
-                .collect();
+            let challenges = challenges_of(&resp);
             let header = {
                 let mut slot = self.authorization.lock().await;
                 // Another download may have refreshed the token meanwhile.
@@ -186,10 +180,23 @@ impl Session {
         if status.is_success() {
             return Ok(resp);
         }
+        let resp_challenges = challenges_of(&resp);
         let body = read_limited(resp, MAX_ERROR_BODY, &self.endpoint, what)
             .await
             .unwrap_or_default();
-        let reply = summarize_reply(&body);
+        let mut reply = summarize_reply(&body);
+        if status == StatusCode::UNAUTHORIZED {
+            // Still 401 after answering the challenge: say what was refused, and why if
+            // the registry told (Bearer `error="insufficient_scope"` / `"invalid_token"`).
+            let why = resp_challenges
+                .iter()
+                .find_map(|c| c.param("error").map(str::to_string));
+            reply.push_str("; ");
+            reply.push_str(auth::refusal_note(&self.creds));
+            if let Some(why) = why {
+                reply.push_str(&format!(" ({why})"));
+            }
+        }
         let endpoint = self.endpoint.to_string();
         Err(match status {
             StatusCode::NOT_FOUND => RegistryError::NotFound {
@@ -247,6 +254,15 @@ impl Session {
             .url(&format!("{}/blobs/{digest}", self.repository));
         self.get(&url, None, &what).await
     }
+}
+
+fn challenges_of(resp: &Response) -> Vec<Challenge> {
+    resp.headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Challenge::parse)
+        .collect()
 }
 
 /// Read a whole body, failing past `limit` bytes (never buffers more than that).
