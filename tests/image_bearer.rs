@@ -162,6 +162,27 @@ async fn username_password_through_the_token_server() {
         "the password leaked into the error: {msg}"
     );
     assert_eq!(f.tokens.seen()[0].status, 401);
+
+    // The token server down: the registry is unusable for now, not the credentials wrong.
+    let Fixture { reg, tokens, .. } = f;
+    let realm = tokens.realm();
+    drop(tokens);
+    let dir = tempfile::tempdir().unwrap();
+    let p = Puller::new(
+        ImageStore::open(dir.path()).unwrap(),
+        plain_http(&[&reg.host()]),
+    );
+    let opts = PullOptions {
+        credentials: Some(cri("alice", "s3cret", "", "", "")),
+        ..Default::default()
+    };
+    let e = p
+        .pull(&format!("{}/{REPO}:1", reg.host()), &opts)
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(e.kind(), PullErrorKind::Unavailable, "{msg}");
+    assert!(msg.contains(&realm), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,4 +360,7 @@ async fn pull_image_over_cri_with_auth_config() {
         f.tokens.seen()[0].basic,
         Some(("alice".into(), "s3cret".into()))
     );
+    let log = std::fs::read_to_string(d.log_file()).unwrap();
+    assert!(log.contains("image pulled"), "{log}");
+    assert!(!log.contains("s3cret"), "the password is in the daemon log");
 }
