@@ -182,7 +182,7 @@ fn is_oauth_credential_error(status: reqwest::StatusCode, body: &[u8]) -> bool {
 }
 
 /// What was refused, for messages about a 401 we could not get past. Never the secret.
-pub fn refusal_note(creds: &Credentials) -> &'static str {
+pub(super) fn refusal_note(creds: &Credentials) -> &'static str {
     match creds {
         Credentials::Anonymous => "no credentials were given for this registry",
         Credentials::Basic { .. } => "the username and password were refused",
