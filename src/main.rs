@@ -7,6 +7,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "crius", version, about = "A small Kubernetes CRI runtime")]
 struct Cli {
+    /// Where the client verbs find the daemon, and how long they wait for it.
+    #[command(flatten)]
+    client: crius::cli::ConnectOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,6 +26,8 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    #[command(flatten)]
+    Client(crius::cli::Verb),
 }
 
 #[derive(Subcommand)]
@@ -52,6 +57,7 @@ enum ImageCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Client(verb) => ExitCode::from(crius::cli::run(&cli.client, &verb)),
         // The monitor must stay single-threaded: it runs before any tokio runtime exists.
         Command::Monitor(args) => ExitCode::from(crius::monitor::run(args)),
         Command::Daemon(args) => match crius::server::run_daemon(args) {

@@ -1,0 +1,370 @@
+//! Container verbs: ps, inspect, create, start, stop, rm, exec.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use k8s_cri::v1::{
+    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ListContainersRequest,
+    PodSandboxConfig, RemoveContainerRequest, StartContainerRequest, StopContainerRequest,
+};
+use serde_json::json;
+
+use super::config_json;
+use super::connect::{Client, Deadline};
+use super::error::CliError;
+use super::output::{self, Format, Table};
+
+/// `crius ps`: list containers (running ones unless -a).
+#[derive(clap::Args, Debug)]
+pub struct PsArgs {
+    /// Show containers in every state, not only running ones.
+    #[arg(long, short)]
+    pub all: bool,
+    /// Only containers of this pod.
+    #[arg(long, short)]
+    pub pod: Option<String>,
+    /// Only containers whose name contains this.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only the container with this id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only containers in this state: created, running, exited or unknown.
+    #[arg(long, short = 's')]
+    pub state: Option<String>,
+    /// Only containers with this label (key=value; repeatable).
+    #[arg(long)]
+    pub label: Vec<String>,
+    /// Print only container ids.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Show full ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    /// The pod to create the container in.
+    pub pod_id: String,
+    /// The ContainerConfig as JSON (crictl's format).
+    pub container_config: PathBuf,
+    /// The pod's PodSandboxConfig as JSON, as given to runp.
+    pub pod_config: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(long, short, default_value_t = 10)]
+    pub timeout: i64,
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmArgs {
+    /// Stop running containers first.
+    #[arg(long, short)]
+    pub force: bool,
+    /// Remove every container.
+    #[arg(long, short)]
+    pub all: bool,
+    pub ids: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Seconds the command may run (0: no limit).
+    #[arg(long, short, default_value_t = 0)]
+    pub timeout: i64,
+    /// The container to run the command in.
+    pub id: String,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match ContainerState::try_from(state) {
+        Ok(ContainerState::ContainerCreated) => "Created",
+        Ok(ContainerState::ContainerRunning) => "Running",
+        Ok(ContainerState::ContainerExited) => "Exited",
+        Ok(ContainerState::ContainerUnknown) | Err(_) => "Unknown",
+    }
+}
+
+fn parse_state(s: &str) -> Result<ContainerState, CliError> {
+    match s.to_ascii_lowercase().as_str() {
+        "created" => Ok(ContainerState::ContainerCreated),
+        "running" => Ok(ContainerState::ContainerRunning),
+        "exited" => Ok(ContainerState::ContainerExited),
+        "unknown" => Ok(ContainerState::ContainerUnknown),
+        _ => Err(CliError::Usage(format!(
+            "unknown container state {s:?} (created, running, exited or unknown)"
+        ))),
+    }
+}
+
+/// The image column: the name the container was created with, or the short id when the
+/// runtime only reports an id.
+fn image_column(c: &Container, no_trunc: bool) -> String {
+    let image = c
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| c.image_ref.clone());
+    let is_id = image.starts_with("sha256:")
+        || (image.len() == 64 && image.chars().all(|ch| ch.is_ascii_hexdigit()));
+    if is_id && !no_trunc {
+        output::short_id(&image)
+    } else {
+        image
+    }
+}
+
+pub async fn list(c: &Client, args: &PsArgs) -> Result<Vec<Container>, CliError> {
+    let state = match (&args.state, args.all) {
+        (Some(s), _) => Some(parse_state(s)?),
+        (None, true) => None,
+        (None, false) => Some(ContainerState::ContainerRunning),
+    };
+    let filter = ContainerFilter {
+        id: args.id.clone().unwrap_or_default(),
+        state: state.map(|s| ContainerStateValue { state: s as i32 }),
+        pod_sandbox_id: args.pod.clone().unwrap_or_default(),
+        label_selector: output::parse_labels(&args.label)?,
+    };
+    let resp = c
+        .call(
+            "ListContainers",
+            Deadline::Normal,
+            c.runtime.clone().list_containers(ListContainersRequest {
+                filter: Some(filter),
+            }),
+        )
+        .await?;
+    let mut containers: Vec<Container> = resp
+        .containers
+        .into_iter()
+        .filter(|ct| {
+            args.name.as_deref().is_none_or(|n| {
+                ct.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name.contains(n))
+            })
+        })
+        .collect();
+    containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(containers)
+}
+
+pub async fn ps(c: &Client, args: &PsArgs) -> Result<(), CliError> {
+    let containers = list(c, args).await?;
+    if args.quiet {
+        for ct in &containers {
+            println!("{}", ct.id);
+        }
+        return Ok(());
+    }
+    if args.output == Format::Json {
+        return output::print_json(&json!({ "containers": containers }));
+    }
+    let now = crate::util::now_nanos();
+    let mut t = Table::new(&[
+        "CONTAINER",
+        "IMAGE",
+        "CREATED",
+        "STATE",
+        "NAME",
+        "ATTEMPT",
+        "POD ID",
+    ]);
+    for ct in &containers {
+        let m = ct.metadata.clone().unwrap_or_default();
+        let (id, pod) = if args.no_trunc {
+            (ct.id.clone(), ct.pod_sandbox_id.clone())
+        } else {
+            (
+                output::short_id(&ct.id),
+                output::short_id(&ct.pod_sandbox_id),
+            )
+        };
+        t.row(vec![
+            id,
+            image_column(ct, args.no_trunc),
+            output::relative_time(ct.created_at, now),
+            state_name(ct.state).to_string(),
+            m.name,
+            m.attempt.to_string(),
+            pod,
+        ]);
+    }
+    t.print()
+}
+
+pub async fn inspect(c: &Client, ids: &[String]) -> Result<(), CliError> {
+    for id in ids {
+        let resp = c
+            .call(
+                "ContainerStatus",
+                Deadline::Normal,
+                c.runtime.clone().container_status(ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: true,
+                }),
+            )
+            .await?;
+        output::print_json(&json!({
+            "status": resp.status,
+            "info": output::info_json(&resp.info),
+        }))?;
+    }
+    Ok(())
+}
+
+pub async fn create(c: &Client, args: &CreateArgs) -> Result<(), CliError> {
+    let config: ContainerConfig = config_json::read_file(&args.container_config)?;
+    let sandbox_config: PodSandboxConfig = config_json::read_file(&args.pod_config)?;
+    let resp = c
+        .call(
+            "CreateContainer",
+            Deadline::Long,
+            c.runtime.clone().create_container(CreateContainerRequest {
+                pod_sandbox_id: args.pod_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config),
+            }),
+        )
+        .await?;
+    println!("{}", resp.container_id);
+    Ok(())
+}
+
+pub async fn start(c: &Client, ids: &[String]) -> Result<(), CliError> {
+    for id in ids {
+        c.call(
+            "StartContainer",
+            Deadline::Normal,
+            c.runtime.clone().start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }),
+        )
+        .await?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+async fn stop_one(c: &Client, id: &str, timeout: i64) -> Result<(), CliError> {
+    c.call(
+        "StopContainer",
+        // The runtime waits up to `timeout` seconds before it kills.
+        Deadline::Long,
+        c.runtime.clone().stop_container(StopContainerRequest {
+            container_id: id.to_string(),
+            timeout,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn stop(c: &Client, args: &StopArgs) -> Result<(), CliError> {
+    for id in &args.ids {
+        stop_one(c, id, args.timeout).await?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub async fn remove(c: &Client, args: &RmArgs) -> Result<(), CliError> {
+    let ids: Vec<String> = if args.all {
+        let all = PsArgs {
+            all: true,
+            pod: None,
+            name: None,
+            id: None,
+            state: None,
+            label: Vec::new(),
+            quiet: true,
+            no_trunc: true,
+            output: Format::Table,
+        };
+        list(c, &all).await?.into_iter().map(|ct| ct.id).collect()
+    } else if args.ids.is_empty() {
+        return Err(CliError::Usage(
+            "name at least one container id, or use -a".into(),
+        ));
+    } else {
+        args.ids.clone()
+    };
+    for id in &ids {
+        if args.force {
+            stop_one(c, id, 0).await?;
+        }
+        c.call(
+            "RemoveContainer",
+            Deadline::Normal,
+            c.runtime.clone().remove_container(RemoveContainerRequest {
+                container_id: id.clone(),
+            }),
+        )
+        .await?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+/// Run the command and relay its output; returns its exit code (for ours).
+pub async fn exec(c: &Client, args: &ExecArgs) -> Result<i32, CliError> {
+    let resp = c
+        .call(
+            "ExecSync",
+            Deadline::Long,
+            c.runtime.clone().exec_sync(ExecSyncRequest {
+                container_id: args.id.clone(),
+                cmd: args.cmd.clone(),
+                timeout: args.timeout,
+            }),
+        )
+        .await?;
+    std::io::stdout().lock().write_all(&resp.stdout)?;
+    std::io::stdout().lock().flush()?;
+    std::io::stderr().lock().write_all(&resp.stderr)?;
+    Ok(resp.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::ImageSpec;
+
+    #[test]
+    fn states_parse_and_print() {
+        assert_eq!(parse_state("Running").unwrap(), ContainerState::ContainerRunning);
+        assert!(parse_state("ready").is_err());
+        assert_eq!(state_name(ContainerState::ContainerExited as i32), "Exited");
+        assert_eq!(state_name(42), "Unknown");
+    }
+
+    #[test]
+    fn image_column_shortens_ids_only() {
+        let mut c = Container {
+            image: Some(ImageSpec {
+                image: "docker.io/library/busybox:1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(image_column(&c, false), "docker.io/library/busybox:1");
+        c.image = None;
+        c.image_ref = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(image_column(&c, false), "ababababababa");
+        assert_eq!(image_column(&c, true), c.image_ref);
+    }
+}
