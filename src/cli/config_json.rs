@@ -218,7 +218,9 @@ impl<'de> de::Deserializer<'de> for Lenient {
         match &self.value {
             None => visitor.visit_bool(false),
             Some(Value::Bool(b)) => visitor.visit_bool(*b),
-            Some(Value::String(s)) if s == "true" || s == "false" => visitor.visit_bool(s == "true"),
+            Some(Value::String(s)) if s == "true" || s == "false" => {
+                visitor.visit_bool(s == "true")
+            }
             Some(_) => Err(self.unexpected("a boolean")),
         }
     }
@@ -338,7 +340,9 @@ impl<'de> de::Deserializer<'de> for Lenient {
             None => visitor.visit_map(Entries::new(Vec::new())),
             // Map keys are data (label names, annotation keys): kept as written.
             Some(Value::Object(map)) => visitor.visit_map(Entries::new(
-                map.into_iter().map(|(k, v)| (Key::Data(k), Some(v))).collect(),
+                map.into_iter()
+                    .map(|(k, v)| (Key::Data(k), Some(v)))
+                    .collect(),
             )),
             Some(_) => Err(self.unexpected("an object")),
         }
@@ -360,7 +364,9 @@ impl<'de> de::Deserializer<'de> for Lenient {
         for (key, value) in given {
             let snake = camel_to_snake(&key);
             let Some(i) = fields.iter().position(|f| *f == snake || *f == key) else {
-                return Err(de::Error::custom(format!("unknown field `{key}` in {name}")));
+                return Err(de::Error::custom(format!(
+                    "unknown field `{key}` in {name}"
+                )));
             };
             if let Some((earlier, _)) = &found[i] {
                 return Err(de::Error::custom(format!(
@@ -384,7 +390,10 @@ impl<'de> de::Deserializer<'de> for Lenient {
     ) -> Result<V::Value, FieldError> {
         match self.value {
             // A oneof variant chosen by a one-key object or a unit variant by its name.
-            Some(v) => v.into_deserializer().deserialize_any(visitor).map_err(de::Error::custom),
+            Some(v) => v
+                .into_deserializer()
+                .deserialize_any(visitor)
+                .map_err(de::Error::custom),
             None => Err(de::Error::custom("a value is required")),
         }
     }
@@ -575,13 +584,19 @@ mod tests {
         assert_eq!(c.image.unwrap().image, "busybox");
         assert_eq!(c.command, ["top"]);
         assert_eq!(c.log_path, "busybox.0.log");
-        assert_eq!((c.envs[0].key.as_str(), c.envs[0].value.as_str()), ("A", "b"));
+        assert_eq!(
+            (c.envs[0].key.as_str(), c.envs[0].value.as_str()),
+            ("A", "b")
+        );
         let m = &c.mounts[0];
         assert_eq!(
             (m.container_path.as_str(), m.host_path.as_str(), m.readonly),
             ("/data", "/tmp", true)
         );
-        assert_eq!(m.propagation, MountPropagation::PropagationBidirectional as i32);
+        assert_eq!(
+            m.propagation,
+            MountPropagation::PropagationBidirectional as i32
+        );
         let r = c.linux.unwrap().resources.unwrap();
         assert_eq!((r.memory_limit_in_bytes, r.cpu_shares), (67108864, 512));
     }
@@ -592,8 +607,9 @@ mod tests {
         assert!(e.to_string().contains("metadata.attempt"), "{e}");
         let e = from_value::<PodSandboxConfig>(json!({"logDir": "/x"})).unwrap_err();
         assert!(e.to_string().contains("unknown field `logDir`"), "{e}");
-        let e = from_value::<PodSandboxConfig>(json!({"log_directory": "/a", "logDirectory": "/b"}))
-            .unwrap_err();
+        let e =
+            from_value::<PodSandboxConfig>(json!({"log_directory": "/a", "logDirectory": "/b"}))
+                .unwrap_err();
         assert!(e.to_string().contains("both set"), "{e}");
         let e = from_value::<PodSandboxConfig>(
             json!({"linux": {"securityContext": {"namespaceOptions": {"network": "MOON"}}}}),

@@ -50,19 +50,20 @@ impl Client {
     pub async fn connect(opts: &ConnectOpts) -> Result<Client, CliError> {
         let path = opts.socket.clone();
         // The URI is required by the API but unused: the connector always dials the socket.
-        let channel = Endpoint::from_static("http://[::]:50051")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
-                }
-            }))
-            .await
-            .map_err(|source| CliError::Connect {
-                socket: opts.socket.clone(),
-                source,
-            })?;
+        let channel =
+            Endpoint::from_static("http://[::]:50051")
+                .connect_timeout(CONNECT_TIMEOUT)
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?))
+                    }
+                }))
+                .await
+                .map_err(|source| CliError::Connect {
+                    socket: opts.socket.clone(),
+                    source,
+                })?;
         Ok(Client {
             runtime: RuntimeServiceClient::new(channel.clone()),
             image: ImageServiceClient::new(channel),

@@ -152,14 +152,12 @@ pub async fn list(c: &Client, args: &PsArgs) -> Result<Vec<Container>, CliError>
         .containers
         .into_iter()
         .filter(|ct| {
-            args.name.as_deref().is_none_or(|n| {
-                ct.metadata
-                    .as_ref()
-                    .is_some_and(|m| m.name.contains(n))
-            })
+            args.name
+                .as_deref()
+                .is_none_or(|n| ct.metadata.as_ref().is_some_and(|m| m.name.contains(n)))
         })
         .collect();
-    containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     Ok(containers)
 }
 
@@ -346,7 +344,10 @@ mod tests {
 
     #[test]
     fn states_parse_and_print() {
-        assert_eq!(parse_state("Running").unwrap(), ContainerState::ContainerRunning);
+        assert_eq!(
+            parse_state("Running").unwrap(),
+            ContainerState::ContainerRunning
+        );
         assert!(parse_state("ready").is_err());
         assert_eq!(state_name(ContainerState::ContainerExited as i32), "Exited");
         assert_eq!(state_name(42), "Unknown");

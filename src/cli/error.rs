@@ -18,7 +18,9 @@ pub enum CliError {
         rpc: &'static str,
         status: tonic::Status,
     },
-    #[error("{rpc}: rpc error: code = DeadlineExceeded desc = no answer within {after:?} (see --timeout)")]
+    #[error(
+        "{rpc}: rpc error: code = DeadlineExceeded desc = no answer within {after:?} (see --timeout)"
+    )]
     Timeout { rpc: &'static str, after: Duration },
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -82,9 +82,10 @@ fn matches(image: &Image, reference: &str) -> bool {
     let id = image.id.strip_prefix("sha256:").unwrap_or(&image.id);
     let wanted = reference.strip_prefix("sha256:").unwrap_or(reference);
     id.starts_with(wanted)
-        || image.repo_tags.iter().any(|t| {
-            t == reference || split_repo_tag(t).0 == reference
-        })
+        || image
+            .repo_tags
+            .iter()
+            .any(|t| t == reference || split_repo_tag(t).0 == reference)
         || image.repo_digests.iter().any(|d| d == reference)
 }
 
@@ -175,7 +176,11 @@ pub async fn pull(c: &Client, args: &PullArgs) -> Result<(), CliError> {
 }
 
 /// ImageStatus of `reference`; an unknown image is an error naming it.
-async fn status(c: &Client, reference: &str, verbose: bool) -> Result<(Image, serde_json::Map<String, serde_json::Value>), CliError> {
+async fn status(
+    c: &Client,
+    reference: &str,
+    verbose: bool,
+) -> Result<(Image, serde_json::Map<String, serde_json::Value>), CliError> {
     let resp = c
         .call(
             "ImageStatus",
@@ -298,8 +303,13 @@ mod tests {
             creds: creds.map(String::from),
             auth: auth.map(String::from),
         };
-        let a = auth_config(&args(Some("me:se:cret"), None)).unwrap().unwrap();
-        assert_eq!((a.username.as_str(), a.password.as_str()), ("me", "se:cret"));
+        let a = auth_config(&args(Some("me:se:cret"), None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str()),
+            ("me", "se:cret")
+        );
         assert!(auth_config(&args(Some(":x"), None)).is_err());
         assert!(auth_config(&args(Some("a"), Some("b"))).is_err());
         assert!(auth_config(&args(None, None)).unwrap().is_none());

@@ -247,7 +247,10 @@ pub async fn logs(c: &Client, args: &LogsArgs) -> Result<(), CliError> {
     let mut joiner = Joiner::default();
     let mut records = Records::default();
     let first = log.read_new()?;
-    print(&tail(records.feed(&first, &mut joiner), args.tail), args.timestamps)?;
+    print(
+        &tail(records.feed(&first, &mut joiner), args.tail),
+        args.timestamps,
+    )?;
     if !args.follow {
         return Ok(());
     }
@@ -306,7 +309,11 @@ mod tests {
                 line(Stream::Stderr, "2024-01-01T00:00:00.2Z", "oops"),
                 line(Stream::Stdout, "2024-01-01T00:00:00.1Z", "hello world"),
                 line(Stream::Stdout, "2024-01-01T00:00:00.5Z", ""),
-                line(Stream::Stdout, "2024-01-01T00:00:00.6Z", "with  two  spaces"),
+                line(
+                    Stream::Stdout,
+                    "2024-01-01T00:00:00.6Z",
+                    "with  two  spaces"
+                ),
             ]
         );
     }
@@ -315,7 +322,10 @@ mod tests {
     fn records_split_across_reads_are_kept() {
         let mut r = Records::default();
         let mut j = Joiner::default();
-        assert!(r.feed(b"2024-01-01T00:00:00Z stdout F ab", &mut j).is_empty());
+        assert!(
+            r.feed(b"2024-01-01T00:00:00Z stdout F ab", &mut j)
+                .is_empty()
+        );
         let got = r.feed(b"c\n2024-01-01T00:00:01Z stdout F d\n", &mut j);
         let contents: Vec<&[u8]> = got.iter().map(|l| l.content.as_slice()).collect();
         assert_eq!(contents, [b"abc".as_slice(), b"d".as_slice()]);

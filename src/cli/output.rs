@@ -72,7 +72,9 @@ impl Table {
     }
 
     pub fn print(&self) -> Result<(), CliError> {
-        std::io::stdout().lock().write_all(self.render().as_bytes())?;
+        std::io::stdout()
+            .lock()
+            .write_all(self.render().as_bytes())?;
         Ok(())
     }
 }
@@ -180,7 +182,11 @@ mod tests {
     #[test]
     fn tables_align_columns() {
         let mut t = Table::new(&["POD ID", "NAME", "ATTEMPT"]);
-        t.row(vec!["abc".into(), "a-rather-long-pod-name-here".into(), "0".into()]);
+        t.row(vec![
+            "abc".into(),
+            "a-rather-long-pod-name-here".into(),
+            "0".into(),
+        ]);
         t.row(vec!["0123456789abc".into(), "p".into(), "12".into()]);
         let text = t.render();
         let lines: Vec<&str> = text.lines().collect();

@@ -115,7 +115,7 @@ pub async fn list_pods(c: &Client, args: &PodsArgs) -> Result<(), CliError> {
         })
         .collect();
     // Newest first, as crictl lists them.
-    pods.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    pods.sort_by_key(|p| std::cmp::Reverse(p.created_at));
     if args.quiet {
         for p in &pods {
             println!("{}", p.id);
@@ -166,10 +166,12 @@ pub async fn inspect_pods(c: &Client, ids: &[String]) -> Result<(), CliError> {
             .call(
                 "PodSandboxStatus",
                 Deadline::Normal,
-                c.runtime.clone().pod_sandbox_status(PodSandboxStatusRequest {
-                    pod_sandbox_id: id.clone(),
-                    verbose: true,
-                }),
+                c.runtime
+                    .clone()
+                    .pod_sandbox_status(PodSandboxStatusRequest {
+                        pod_sandbox_id: id.clone(),
+                        verbose: true,
+                    }),
             )
             .await?;
         output::print_json(&json!({
@@ -236,7 +238,9 @@ pub async fn remove_pods(c: &Client, args: &RmpArgs) -> Result<(), CliError> {
         .map(|p| p.id)
         .collect()
     } else if args.ids.is_empty() {
-        return Err(CliError::Usage("name at least one pod id, or use -a".into()));
+        return Err(CliError::Usage(
+            "name at least one pod id, or use -a".into(),
+        ));
     } else {
         args.ids.clone()
     };

@@ -87,10 +87,8 @@ pub async fn stats(c: &Client, args: &StatsArgs) -> Result<(), CliError> {
     let (earlier, later) = if needs_second_sample(first.iter().map(|s| s.cpu)) {
         tokio::time::sleep(SAMPLE_GAP).await;
         let second = container_stats(c, args).await?;
-        let by_id: HashMap<String, ContainerStats> = first
-            .into_iter()
-            .map(|s| (attr_id(&s), s))
-            .collect();
+        let by_id: HashMap<String, ContainerStats> =
+            first.into_iter().map(|s| (attr_id(&s), s)).collect();
         (by_id, second)
     } else {
         (HashMap::new(), first)
@@ -116,7 +114,10 @@ pub async fn stats(c: &Client, args: &StatsArgs) -> Result<(), CliError> {
 }
 
 fn attr_id(s: &ContainerStats) -> String {
-    s.attributes.as_ref().map(|a| a.id.clone()).unwrap_or_default()
+    s.attributes
+        .as_ref()
+        .map(|a| a.id.clone())
+        .unwrap_or_default()
 }
 
 fn attr_name(s: &ContainerStats) -> String {
@@ -146,7 +147,10 @@ async fn pod_stats(c: &Client, args: &StatsArgs) -> Result<Vec<PodSandboxStats>,
 }
 
 fn pod_id(s: &PodSandboxStats) -> String {
-    s.attributes.as_ref().map(|a| a.id.clone()).unwrap_or_default()
+    s.attributes
+        .as_ref()
+        .map(|a| a.id.clone())
+        .unwrap_or_default()
 }
 
 pub async fn statsp(c: &Client, args: &StatsArgs) -> Result<(), CliError> {
