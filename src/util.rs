@@ -27,6 +27,22 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Replace `path` with `data` through a rename, so readers never see half a file, but without
+/// the fsyncs of [`atomic_write`]: for files that describe live processes and mean nothing
+/// after a reboot (pid files, runtime state), where durability only costs latency.
+pub fn replace_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// Nanoseconds since the Unix epoch, as CRI timestamps are.
 pub fn now_nanos() -> i64 {
     std::time::SystemTime::now()

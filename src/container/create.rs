@@ -194,7 +194,7 @@ impl Context {
         });
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| CriError::Internal(format!("serializing container spec: {e}")))?;
-        crate::util::atomic_write(&dir.join("config.json"), &spec_json)
+        crate::util::replace_file(&dir.join("config.json"), &spec_json)
             .map_err(|e| CriError::internal("writing bundle config.json", e))?;
 
         if let Some(log) = &record.log_path

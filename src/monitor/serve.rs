@@ -101,7 +101,7 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&pid_file);
     };
-    if let Err(e) = crate::util::atomic_write(&pid_file, std::process::id().to_string().as_bytes())
+    if let Err(e) = crate::util::replace_file(&pid_file, std::process::id().to_string().as_bytes())
     {
         undo_files();
         return Err(io_err("write", &pid_file)(e));
