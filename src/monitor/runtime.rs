@@ -14,6 +14,25 @@ fn describe(e: &LibcontainerError) -> String {
     format!("{e}: {e:?}")
 }
 
+/// A builder for container `id` whose process gets `stdio`: three descriptors, or a pty through
+/// the console socket (the pty then becomes fds 0, 1 and 2; libcontainer ignores the others).
+fn builder_with_stdio(
+    id: &str,
+    runtime_root: &Path,
+    stdio: ChildStdio,
+) -> Result<ContainerBuilder, LibcontainerError> {
+    let builder = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
+        .with_root_path(runtime_root)
+        .and_then(ContainerBuilder::validate_id)?;
+    Ok(match stdio {
+        ChildStdio::Fds(fds) => builder
+            .with_stdin(fds.stdin)
+            .with_stdout(fds.stdout)
+            .with_stderr(fds.stderr),
+        ChildStdio::Console(socket) => builder.with_console_socket(Some(socket)),
+    })
+}
+
 /// Creates the container (init waits for `start`) and returns init's pid. init is cloned as
 /// this process's child (not as a sibling), so it is handed to the monitor when we exit.
 pub fn create(
@@ -27,18 +46,7 @@ pub fn create(
     if let Err(e) = std::fs::metadata(&spec) {
         return Err(format!("bundle spec {}: {e}", spec.display()));
     }
-    let builder = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
-        .with_root_path(runtime_root)
-        .and_then(ContainerBuilder::validate_id)
-        .map_err(|e| describe(&e))?;
-    let builder = match stdio {
-        ChildStdio::Fds(fds) => builder
-            .with_stdin(fds.stdin)
-            .with_stdout(fds.stdout)
-            .with_stderr(fds.stderr),
-        // The pty becomes fds 0, 1 and 2; libcontainer ignores the others then.
-        ChildStdio::Console(socket) => builder.with_console_socket(Some(socket)),
-    };
+    let builder = builder_with_stdio(id, runtime_root, stdio).map_err(|e| describe(&e))?;
     let container = builder
         .as_init(bundle)
         .with_systemd(false)
@@ -98,17 +106,8 @@ pub fn exec(
             runtime_root.display()
         )));
     }
-    let builder = ContainerBuilder::new(id.to_owned(), SyscallType::Linux)
-        .with_root_path(runtime_root)
-        .and_then(ContainerBuilder::validate_id)
-        .map_err(|e| ExecError::Failed(describe(&e)))?;
-    let builder = match stdio {
-        ChildStdio::Fds(fds) => builder
-            .with_stdin(fds.stdin)
-            .with_stdout(fds.stdout)
-            .with_stderr(fds.stderr),
-        ChildStdio::Console(socket) => builder.with_console_socket(Some(socket)),
-    };
+    let builder =
+        builder_with_stdio(id, runtime_root, stdio).map_err(|e| ExecError::Failed(describe(&e)))?;
     let seccomp = container_seccomp(id, runtime_root)?;
     builder
         .with_executor(SeccompExecutor { seccomp })

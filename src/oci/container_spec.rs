@@ -165,12 +165,7 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         &sc.readonly_paths,
         privileged,
     )));
-    linux.set_mount_label(None);
-    linux.set_intel_rdt(None);
-    linux.set_personality(None);
-    linux.set_net_devices(None);
-    linux.set_memory_policy(None);
-    linux.set_time_offsets(None);
+    super::clear_unused_linux_fields(&mut linux);
 
     let mut root = Root::default();
     root.set_path(input.rootfs.to_path_buf());

@@ -39,3 +39,15 @@ pub use namespaces::{PodNamespaces, namespaces_for};
 pub use resources::linux_resources;
 pub use spec::{SandboxSpecInput, sandbox_spec};
 pub use stop_signal::stop_signal;
+
+/// Fields of `linux` that crius never sets (SELinux labels, RDT, personality, net devices,
+/// memory policy, time namespaces offsets): cleared explicitly so nothing leaks in from
+/// oci-spec's defaults.
+pub(crate) fn clear_unused_linux_fields(linux: &mut oci_spec::runtime::Linux) {
+    linux.set_mount_label(None);
+    linux.set_intel_rdt(None);
+    linux.set_personality(None);
+    linux.set_net_devices(None);
+    linux.set_memory_policy(None);
+    linux.set_time_offsets(None);
+}

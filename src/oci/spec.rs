@@ -101,12 +101,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     linux.set_rootfs_propagation(None);
     linux.set_masked_paths(Some(security::masked_paths(privileged)));
     linux.set_readonly_paths(Some(security::readonly_paths(privileged)));
-    linux.set_mount_label(None);
-    linux.set_intel_rdt(None);
-    linux.set_personality(None);
-    linux.set_net_devices(None);
-    linux.set_memory_policy(None);
-    linux.set_time_offsets(None);
+    super::clear_unused_linux_fields(&mut linux);
 
     let mut root = Root::default();
     root.set_path(input.rootfs.to_path_buf());
