@@ -100,7 +100,12 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     // None: libcontainer's default, rslave, so host unmounts propagate into the container.
     linux.set_rootfs_propagation(None);
     linux.set_masked_paths(Some(security::masked_paths(privileged)));
-    linux.set_readonly_paths(Some(security::readonly_paths(privileged)));
+    linux.set_readonly_paths(Some(
+        security::readonly_paths(privileged)
+            .into_iter()
+            .filter(|p| !p.starts_with(CGROUP_MOUNT))
+            .collect(),
+    ));
     super::clear_unused_linux_fields(&mut linux);
 
     let mut root = Root::default();
@@ -189,8 +194,15 @@ fn sandbox_process(
     Ok(p)
 }
 
+const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
+
 fn sandbox_mounts(input: &SandboxSpecInput, ns: &PodNamespaces, privileged: bool) -> Vec<Mount> {
     let mut out = mounts::base_mounts(privileged);
+    // The pause never reads cgroupfs and nothing else runs in the sandbox's mount namespace
+    // (app containers get their own). On cgroup v1 libcontainer mounts /sys/fs/cgroup as a
+    // tmpfs plus one bind per controller, each re-checked and remounted read-only: about half of
+    // the sandbox's mount work, for nothing.
+    out.retain(|m| m.destination() != Path::new(CGROUP_MOUNT));
     let shm = if !ns.ipc {
         ShmSource::Bind(Path::new(HOST_DEV_SHM))
     } else if let Some(p) = input.dev_shm {
