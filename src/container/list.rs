@@ -3,6 +3,7 @@
 use super::status::{cri_state, image_fields};
 use crate::context::Context;
 use crate::store::ContainerRecord;
+use crate::util::{id_matches, labels_match};
 use k8s_cri::v1 as cri;
 
 impl Context {
@@ -38,10 +39,7 @@ impl Context {
 
 fn matches(r: &ContainerRecord, filter: Option<&cri::ContainerFilter>) -> bool {
     let Some(f) = filter else { return true };
-    if !f.id.is_empty() && !r.id.starts_with(&f.id) {
-        return false;
-    }
-    if !f.pod_sandbox_id.is_empty() && !r.sandbox_id.starts_with(&f.pod_sandbox_id) {
+    if !id_matches(&f.id, &r.id) || !id_matches(&f.pod_sandbox_id, &r.sandbox_id) {
         return false;
     }
     if let Some(state) = &f.state
@@ -49,7 +47,5 @@ fn matches(r: &ContainerRecord, filter: Option<&cri::ContainerFilter>) -> bool {
     {
         return false;
     }
-    f.label_selector
-        .iter()
-        .all(|(k, v)| r.config.labels.get(k) == Some(v))
+    labels_match(&f.label_selector, &r.config.labels)
 }

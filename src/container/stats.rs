@@ -2,9 +2,10 @@
 //! the kernel (cgroups, /proc/<pid>/net/dev) and the writable layer on disk.
 
 use crate::context::Context;
-use crate::error::{CriError, CriResult};
+use crate::error::CriResult;
 use crate::stats::{self, CgroupStats};
 use crate::store::{ContainerRecord, ContainerState, SandboxRecord};
+use crate::util::{id_matches, labels_match};
 use k8s_cri::v1 as cri;
 
 impl Context {
@@ -63,11 +64,9 @@ impl Context {
             .map(|r| self.refresh_container(r))
             .filter(|r| {
                 let Some(f) = filter else { return true };
-                (f.id.is_empty() || r.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || r.sandbox_id.starts_with(&f.pod_sandbox_id))
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| r.config.labels.get(k) == Some(v))
+                id_matches(&f.id, &r.id)
+                    && id_matches(&f.pod_sandbox_id, &r.sandbox_id)
+                    && labels_match(&f.label_selector, &r.config.labels)
             })
             .map(|r| self.stats_of(&r))
             .collect()
@@ -135,11 +134,7 @@ impl Context {
     }
 
     pub fn pod_sandbox_stats(&self, id: &str) -> CriResult<cri::PodSandboxStats> {
-        let record = self
-            .sandboxes
-            .resolve(id)
-            .and_then(|id| self.sandboxes.get(&id))
-            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))?;
+        let record = self.sandbox(id)?;
         Ok(self.pod_stats_of(&self.refreshed(record)))
     }
 
@@ -153,10 +148,7 @@ impl Context {
             .map(|s| self.refreshed(s))
             .filter(|s| {
                 let Some(f) = filter else { return true };
-                (f.id.is_empty() || s.id.starts_with(&f.id))
-                    && f.label_selector
-                        .iter()
-                        .all(|(k, v)| s.config.labels.get(k) == Some(v))
+                id_matches(&f.id, &s.id) && labels_match(&f.label_selector, &s.config.labels)
             })
             .map(|s| self.pod_stats_of(&s))
             .collect()

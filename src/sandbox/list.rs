@@ -31,7 +31,7 @@ impl Context {
 
 fn matches(r: &crate::store::SandboxRecord, filter: Option<&cri::PodSandboxFilter>) -> bool {
     let Some(f) = filter else { return true };
-    if !f.id.is_empty() && !r.id.starts_with(&f.id) {
+    if !crate::util::id_matches(&f.id, &r.id) {
         return false;
     }
     if let Some(state) = &f.state
@@ -39,7 +39,5 @@ fn matches(r: &crate::store::SandboxRecord, filter: Option<&cri::PodSandboxFilte
     {
         return false;
     }
-    f.label_selector
-        .iter()
-        .all(|(k, v)| r.config.labels.get(k) == Some(v))
+    crate::util::labels_match(&f.label_selector, &r.config.labels)
 }

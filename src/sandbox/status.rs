@@ -28,17 +28,20 @@ impl Context {
         record
     }
 
+    /// The sandbox record for a full id or unique prefix, or NotFound.
+    pub fn sandbox(&self, id: &str) -> CriResult<SandboxRecord> {
+        self.sandboxes
+            .resolve(id)
+            .and_then(|id| self.sandboxes.get(&id))
+            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
     pub fn pod_sandbox_status(
         &self,
         id: &str,
         verbose: bool,
     ) -> CriResult<cri::PodSandboxStatusResponse> {
-        let record = self
-            .sandboxes
-            .resolve(id)
-            .and_then(|id| self.sandboxes.get(&id))
-            .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))?;
-        let record = self.refreshed(record);
+        let record = self.refreshed(self.sandbox(id)?);
         let mut info = HashMap::new();
         if verbose {
             info.insert("info".to_string(), verbose_info(&record));
