@@ -329,6 +329,11 @@ impl Config {
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
     }
+    /// The read-only top layer of every sandbox rootfs (see `snapshot::skeleton`).
+    pub fn sandbox_skeleton_dir(&self) -> PathBuf {
+        self.root.join("sandbox-skeleton")
+    }
+
     pub fn sandboxes_dir(&self) -> PathBuf {
         self.root.join("sandboxes")
     }

@@ -6,6 +6,7 @@ use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
 use crate::image::ImageStore;
 use crate::network::Cni;
+use crate::snapshot::RootfsMode;
 use crate::stats::CpuSampler;
 use crate::store::{ContainerStore, SandboxStore};
 use k8s_cri::v1::ContainerEventResponse;
@@ -54,17 +55,27 @@ impl OpLocks {
 }
 
 impl Context {
-    /// Mount an overlay rootfs for `image` under `base` (base/upper, base/work, base/rootfs) and
-    /// return the rootfs path; on failure nothing is left mounted.
-    pub async fn prepare_overlay(&self, image: &ImageRecord, base: &Path) -> CriResult<PathBuf> {
+    /// Mount the overlay rootfs of a container (writable: base/upper, base/work) or of a pod
+    /// sandbox (read-only, the mount-point skeleton on top) at base/rootfs and return its
+    /// path; on failure nothing is left mounted.
+    pub async fn prepare_overlay(
+        &self,
+        image: &ImageRecord,
+        base: &Path,
+        mode: RootfsMode,
+    ) -> CriResult<PathBuf> {
         let images = self.images.clone();
         let image = image.clone();
         let base = base.to_path_buf();
+        let skeleton = self.config.sandbox_skeleton_dir();
         tokio::task::spawn_blocking(move || -> CriResult<PathBuf> {
-            let lowers = images.snapshot_dirs(&image).map_err(|e| {
+            let mut lowers = images.snapshot_dirs(&image).map_err(|e| {
                 CriError::internal(format!("resolving snapshots of {}", image.id), e)
             })?;
-            let dirs = crate::snapshot::prepare_rootfs(&lowers, &base)
+            if mode == RootfsMode::ReadOnly {
+                lowers.insert(0, skeleton);
+            }
+            let dirs = crate::snapshot::prepare_rootfs(&lowers, &base, mode)
                 .map_err(|e| CriError::internal("preparing the overlay rootfs", e))?;
             Ok(dirs.merged)
         })

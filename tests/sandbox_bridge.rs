@@ -119,7 +119,18 @@ async fn bridge_pod_lifecycle() {
     );
     let hostname = nsenter(pid, &["-u"], &["uname", "-n"]);
     assert_eq!(hostname.trim(), config.hostname);
-    let resolv = procs::read_in_root(pid, "/etc/resolv.conf").expect("read pod resolv.conf");
+    // The pause mounts nothing but /dev: no procfs a container of the pod could reach through
+    // /proc/1/root, and the pod files live on the host for the app containers to bind.
+    assert!(
+        procs::read_in_root(pid, "/proc/self/status").is_err(),
+        "the pause must have no /proc"
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}/root/pause")).is_file(),
+        "the pause's root is its image"
+    );
+    let resolv_path = d.root().join("sandboxes").join(&id).join("resolv.conf");
+    let resolv = std::fs::read_to_string(&resolv_path).expect("read pod resolv.conf");
     let dns = config.dns_config.as_ref().expect("dns config");
     for server in &dns.servers {
         assert!(

@@ -181,7 +181,9 @@ impl Context {
         let config = &record.config;
 
         undo.push(Undo::Rootfs);
-        let rootfs = self.prepare_overlay(image, &dir).await?;
+        let rootfs = self
+            .prepare_overlay(image, &dir, crate::snapshot::RootfsMode::Writable)
+            .await?;
 
         let spec = self.container_spec(record, sandbox, image, &rootfs).await?;
         let user = spec.process().as_ref().map(|p| {

@@ -93,6 +93,13 @@ impl MonitorConfig {
 /// for `start`). On failure nothing of the attempt is left: libcontainer state and cgroup are
 /// removed by the monitor, and the monitor directory by us if we made it.
 pub async fn spawn_create(cfg: &MonitorConfig) -> Result<Created, MonitorError> {
+    prepare_create(cfg)?.go().await
+}
+
+/// Starts `crius monitor` for `cfg` without creating anything yet: the process waits for
+/// [`PendingCreate::go`]. Its exec and start-up (a few milliseconds) then overlap with the
+/// caller's preparation of the bundle. The bundle must be complete before `go`.
+pub fn prepare_create(cfg: &MonitorConfig) -> Result<PendingCreate, MonitorError> {
     validate_id(&cfg.id).map_err(MonitorError::InvalidConfig)?;
     paths::check_socket_path(&cfg.dir).map_err(MonitorError::InvalidConfig)?;
     let made_dir = !cfg.dir.exists();
@@ -105,20 +112,97 @@ pub async fn spawn_create(cfg: &MonitorConfig) -> Result<Created, MonitorError> 
             path: cfg.dir.clone(),
             source,
         })?;
-    let result = launch(cfg).await;
-    if result.is_err() {
-        if made_dir {
-            let _ = crate::util::remove_dir_all_if_exists(&cfg.dir);
-        } else {
-            let _ = std::fs::remove_file(cfg.dir.join(paths::LOG_FILE));
-        }
-    }
-    result
+    let mut pending = PendingCreate {
+        cfg: cfg.clone(),
+        made_dir,
+        child: None,
+    };
+    let child = launcher_command(cfg)
+        .spawn()
+        .map_err(|source| MonitorError::Io {
+            what: "execute",
+            path: cfg.exe.clone(),
+            source,
+        })?;
+    pending.child = Some(child);
+    Ok(pending)
 }
 
-async fn launch(cfg: &MonitorConfig) -> Result<Created, MonitorError> {
+/// A monitor process waiting for its bundle. Dropped without [`go`](Self::go), it is killed
+/// before it created anything, and the monitor directory is removed if we made it.
+pub struct PendingCreate {
+    cfg: MonitorConfig,
+    made_dir: bool,
+    child: Option<tokio::process::Child>,
+}
+
+impl PendingCreate {
+    /// Lets the monitor create the container and waits until it is created.
+    pub async fn go(mut self) -> Result<Created, MonitorError> {
+        let child = self.child.take().expect("a pending create has its process");
+        let result = self.finish(child).await;
+        if result.is_err() {
+            self.remove_files();
+        }
+        result
+    }
+
+    async fn finish(&self, mut child: tokio::process::Child) -> Result<Created, MonitorError> {
+        use tokio::io::AsyncWriteExt;
+        let cfg = &self.cfg;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A launcher that died already fails below with its own message.
+            let _ = stdin.write_all(b"g").await;
+        }
+        let output = match tokio::time::timeout(CREATE_TIMEOUT, child.wait_with_output()).await {
+            Err(_) => {
+                return Err(MonitorError::Timeout {
+                    op: "create",
+                    dir: cfg.dir.clone(),
+                    timeout: CREATE_TIMEOUT,
+                });
+            }
+            Ok(output) => output.map_err(|source| MonitorError::Io {
+                what: "wait for",
+                path: cfg.exe.clone(),
+                source,
+            })?,
+        };
+        if !output.status.success() {
+            return Err(MonitorError::CreateFailed {
+                id: cfg.id.clone(),
+                reason: failure_text(&output),
+            });
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        serde_json::from_str(stdout.trim()).map_err(|e| MonitorError::CreateFailed {
+            id: cfg.id.clone(),
+            reason: format!("unreadable launcher output {stdout:?}: {e}"),
+        })
+    }
+
+    fn remove_files(&self) {
+        if self.made_dir {
+            let _ = crate::util::remove_dir_all_if_exists(&self.cfg.dir);
+        } else {
+            let _ = std::fs::remove_file(self.cfg.dir.join(paths::LOG_FILE));
+        }
+    }
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        // Not let go: the process (killed on drop) never read its bundle.
+        if self.child.take().is_some() {
+            self.remove_files();
+        }
+    }
+}
+
+fn launcher_command(cfg: &MonitorConfig) -> Command {
     let mut cmd = Command::new(&cfg.exe);
     cmd.arg("monitor")
+        .arg("--wait-go")
         .arg("--id")
         .arg(&cfg.id)
         .arg("--bundle")
@@ -139,24 +223,13 @@ async fn launch(cfg: &MonitorConfig) -> Result<Created, MonitorError> {
             cmd.arg(flag);
         }
     }
-    cmd.stdin(Stdio::null())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // If we are cancelled, the launcher dies; the monitor then cannot report and removes
         // the container it made.
         .kill_on_drop(true);
-    let output = run_with_timeout(cmd, CREATE_TIMEOUT, &cfg.exe, &cfg.dir, "create").await?;
-    if !output.status.success() {
-        return Err(MonitorError::CreateFailed {
-            id: cfg.id.clone(),
-            reason: failure_text(&output),
-        });
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).map_err(|e| MonitorError::CreateFailed {
-        id: cfg.id.clone(),
-        reason: format!("unreadable launcher output {stdout:?}: {e}"),
-    })
+    cmd
 }
 
 async fn run_with_timeout(

@@ -29,6 +29,18 @@ enum Report {
     Failed(String),
 }
 
+/// Blocks until the daemon says the bundle is ready (one byte on stdin); false on EOF or error.
+pub fn wait_for_go() -> bool {
+    let mut byte = [0u8; 1];
+    loop {
+        match std::io::stdin().lock().read(&mut byte) {
+            Ok(1) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            _ => return false,
+        }
+    }
+}
+
 /// Launches the monitor and returns the launcher's exit code.
 pub fn launch(cfg: ServeConfig) -> u8 {
     let (rx, tx) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {

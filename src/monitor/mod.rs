@@ -40,6 +40,7 @@ mod exec_client;
 mod exit;
 mod helper;
 mod launch;
+mod own_cgroup;
 mod paths;
 mod pump;
 mod runtime;
@@ -57,8 +58,8 @@ pub mod proto {
 }
 
 pub use client::{
-    ContainerState, ContainerStatus, MonitorClient, MonitorConfig, MonitorError, cleanup_orphan,
-    spawn_create,
+    ContainerState, ContainerStatus, MonitorClient, MonitorConfig, MonitorError, PendingCreate,
+    cleanup_orphan, prepare_create, spawn_create,
 };
 pub use cri_log::MAX_LINE as MAX_LOG_LINE;
 pub use exec_client::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT, exec_sync};
@@ -93,6 +94,10 @@ pub struct MonitorArgs {
     /// fd 3. SIGTERM kills it. See [`exec_sync`].
     #[arg(long)]
     pub exec: bool,
+    /// Wait for one byte on stdin before creating anything (EOF: give up quietly). The daemon
+    /// starts the monitor while it still prepares the bundle, so the exec overlaps with that.
+    #[arg(long)]
+    pub wait_go: bool,
     /// Write the container's stdout and stderr to this file in the CRI log format.
     #[arg(long)]
     pub log_path: Option<PathBuf>,
@@ -137,6 +142,10 @@ pub fn run(args: MonitorArgs) -> u8 {
     if let Err(reason) = paths::check_socket_path(&dir) {
         eprintln!("{reason}");
         return 2;
+    }
+    if args.wait_go && !launch::wait_for_go() {
+        eprintln!("cancelled before the bundle was ready");
+        return 1;
     }
     launch::launch(serve::ServeConfig {
         id: args.id,

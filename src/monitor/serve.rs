@@ -24,7 +24,7 @@ use super::exit::{self, ExitInfo};
 use super::proto::{self, request::Op, state::Status};
 use super::pump::Pump;
 use super::stdio::{ChildStdio, Plumbing, Stdio};
-use super::{helper, paths, runtime, sys, wire};
+use super::{helper, own_cgroup, paths, runtime, sys, wire};
 use crate::util::now_nanos;
 
 /// How long one client may take to send its request or read the response.
@@ -176,8 +176,12 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         ],
         ChildStdio::Console(_) => Vec::new(),
     };
-    let reply = helper::run_keeping("libcontainer create", &keep, move || {
-        runtime::create(&cfg.id, &cfg.bundle, &cfg.runtime_root, child).map(|p| p.to_string())
+    let (own, bundle) = own_cgroup_plan(cfg)?;
+    let reply = helper::run_keeping("libcontainer create", &keep, || {
+        if let Some(plan) = &own {
+            own_cgroup::enter(plan).map_err(|e| format!("cgroup: {e}"))?;
+        }
+        runtime::create(&cfg.id, &bundle, &cfg.runtime_root, child).map(|p| p.to_string())
     });
     let reply = reply.map_err(ServeError::from).and_then(|r| {
         r.parse::<i32>()
@@ -213,6 +217,11 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
             }) {
                 tracing::error!(id = %cfg.id, error = %d, "cleanup after a failed create");
             }
+            if let Some(plan) = &own
+                && let Err(r) = own_cgroup::remove(plan)
+            {
+                tracing::error!(id = %cfg.id, error = %r, "removing the cgroup after a failed create");
+            }
             return Err(e);
         }
     };
@@ -241,6 +250,38 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         memory,
     };
     Ok((container, pump))
+}
+
+/// Whether the create helper sets up the cgroup itself (see `own_cgroup`), and the bundle
+/// libcontainer then reads: a copy of the spec without `resources` in the monitor directory.
+fn own_cgroup_plan(cfg: &ServeConfig) -> Result<(Option<own_cgroup::Plan>, PathBuf), ServeError> {
+    let unchanged = || Ok((None, cfg.bundle.clone()));
+    if !own_cgroup::legacy_layout() {
+        return unchanged();
+    }
+    let Ok(mut spec) = own_cgroup::load_spec(&cfg.bundle) else {
+        // libcontainer reports the unreadable spec with its own words.
+        return unchanged();
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
+    let Some(plan) = own_cgroup::plan(&spec, &mountinfo, true) else {
+        return unchanged();
+    };
+    // The copy lives elsewhere: a rootfs path relative to the bundle is made absolute.
+    if let Some(root) = spec.root_mut()
+        && root.path().is_relative()
+    {
+        let absolute = cfg.bundle.join(root.path());
+        root.set_path(absolute);
+    }
+    let bundle = cfg.dir.join(paths::BUNDLE_DIR);
+    std::fs::create_dir_all(&bundle).map_err(io_err("create", &bundle))?;
+    let config = bundle.join("config.json");
+    own_cgroup::without_resources(spec)
+        .save(&config)
+        .map_err(|e| ServeError::Setup(format!("write {}: {e}", config.display())))?;
+    Ok((Some(plan), bundle))
 }
 
 /// init's pid from libcontainer's state, for cleaning up a create that succeeded in

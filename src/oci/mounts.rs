@@ -48,12 +48,7 @@ pub fn base_mounts(privileged: bool) -> Vec<Mount> {
             Path::new("proc"),
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
-            "/dev",
-            "tmpfs",
-            Path::new("tmpfs"),
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
+        dev_tmpfs(),
         mount(
             "/dev/pts",
             "devpts",
@@ -86,6 +81,16 @@ pub fn base_mounts(privileged: bool) -> Vec<Mount> {
             &["nosuid", "noexec", "nodev", "relatime", sys_mode],
         ),
     ]
+}
+
+/// The container's /dev: a small tmpfs where libcontainer creates the standard device nodes.
+pub fn dev_tmpfs() -> Mount {
+    mount(
+        "/dev",
+        "tmpfs",
+        Path::new("tmpfs"),
+        &["nosuid", "strictatime", "mode=755", "size=65536k"],
+    )
 }
 
 /// The pod's /dev/shm. A bind is read-only for the sandbox (the pause process never writes

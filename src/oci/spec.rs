@@ -11,7 +11,7 @@ use k8s_cri::v1::{LinuxSandboxSecurityContext, PodSandboxConfig};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{Linux, LinuxCpu, LinuxResources, Mount, Process, Root, Spec, VERSION};
 
-use super::mounts::{self, ShmSource};
+use super::mounts;
 use super::namespaces::{self, PodNamespaces};
 use super::process::{self as proc_, UserOverride};
 use super::{SpecError, annotations, seccomp, security, sysctl};
@@ -19,9 +19,6 @@ use super::{SpecError, annotations, seccomp, security, sysctl};
 /// containerd's CPU shares for the sandbox cgroup: the pause process needs almost nothing and
 /// must not weigh against the pod's containers.
 pub const SANDBOX_CPU_SHARES: u64 = 2;
-
-/// The host's shared-memory directory, bind-mounted for host-IPC pods.
-const HOST_DEV_SHM: &str = "/dev/shm";
 
 /// Longest hostname the kernel accepts (HOST_NAME_MAX).
 const HOST_NAME_MAX: usize = 64;
@@ -34,16 +31,6 @@ pub struct SandboxSpecInput<'a> {
     pub image_config: &'a ImageConfiguration,
     /// Absolute path of the mounted (overlay) rootfs.
     pub rootfs: &'a Path,
-    /// Host file bind-mounted read-only at /etc/resolv.conf (see [`super::dns::resolv_conf`]).
-    pub resolv_conf: Option<&'a Path>,
-    /// Host file bind-mounted read-only at /etc/hostname.
-    pub hostname_file: Option<&'a Path>,
-    /// Host file bind-mounted read-only at /etc/hosts.
-    pub hosts_file: Option<&'a Path>,
-    /// For a pod with its own IPC namespace: a tmpfs the caller mounted for the pod, so app
-    /// containers can share it; `None` gives the sandbox a private tmpfs. Ignored for host-IPC
-    /// pods, which always get the node's /dev/shm.
-    pub dev_shm: Option<&'a Path>,
     /// Already computed by the caller (cgroupfs path).
     pub cgroups_path: &'a str,
     /// Already clamped by the caller (see [`super::oom::clamp`]).
@@ -99,13 +86,9 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     linux.set_seccomp(seccomp);
     // None: libcontainer's default, rslave, so host unmounts propagate into the container.
     linux.set_rootfs_propagation(None);
-    linux.set_masked_paths(Some(security::masked_paths(privileged)));
-    linux.set_readonly_paths(Some(
-        security::readonly_paths(privileged)
-            .into_iter()
-            .filter(|p| !p.starts_with(CGROUP_MOUNT))
-            .collect(),
-    ));
+    // Nothing to mask: the pause has no /proc or /sys (see `sandbox_mounts`).
+    linux.set_masked_paths(None);
+    linux.set_readonly_paths(None);
     super::clear_unused_linux_fields(&mut linux);
 
     let mut root = Root::default();
@@ -117,7 +100,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     let mut spec = Spec::default();
     spec.set_version(VERSION.to_string());
     spec.set_root(Some(root));
-    spec.set_mounts(Some(sandbox_mounts(input, &ns, privileged)));
+    spec.set_mounts(Some(sandbox_mounts()));
     spec.set_process(Some(process));
     spec.set_hostname(hostname);
     spec.set_domainname(None);
@@ -194,34 +177,16 @@ fn sandbox_process(
     Ok(p)
 }
 
-const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
-
-fn sandbox_mounts(input: &SandboxSpecInput, ns: &PodNamespaces, privileged: bool) -> Vec<Mount> {
-    let mut out = mounts::base_mounts(privileged);
-    // The pause never reads cgroupfs and nothing else runs in the sandbox's mount namespace
-    // (app containers get their own). On cgroup v1 libcontainer mounts /sys/fs/cgroup as a
-    // tmpfs plus one bind per controller, each re-checked and remounted read-only: about half of
-    // the sandbox's mount work, for nothing.
-    out.retain(|m| m.destination() != Path::new(CGROUP_MOUNT));
-    let shm = if !ns.ipc {
-        ShmSource::Bind(Path::new(HOST_DEV_SHM))
-    } else if let Some(p) = input.dev_shm {
-        ShmSource::Bind(p)
-    } else {
-        ShmSource::Tmpfs
-    };
-    out.push(mounts::dev_shm(shm, true));
-    let files = [
-        (input.resolv_conf, "/etc/resolv.conf"),
-        (input.hostname_file, "/etc/hostname"),
-        (input.hosts_file, "/etc/hosts"),
-    ];
-    for (source, dest) in files {
-        if let Some(source) = source {
-            out.push(mounts::bind(source, dest, true));
-        }
-    }
-    out
+/// The pause gets a /dev (libcontainer needs /dev/null and creates its standard nodes there)
+/// and nothing else. It never reads /proc, /sys, /etc or shared memory, and its mount
+/// namespace is its own: app containers get theirs with the full set of mounts, and share the
+/// pod's /dev/shm from the host-side tmpfs, not through the pause. Leaving /proc out also
+/// means a container sharing the pod's PID namespace finds no unmasked procfs behind
+/// /proc/1/root. Each mount the pause skips is a mount, its path checks and a read-only
+/// remount less on every RunPodSandbox (and the rootfs can stay read-only: the mount points
+/// come from `snapshot::skeleton`).
+fn sandbox_mounts() -> Vec<Mount> {
+    vec![mounts::dev_tmpfs()]
 }
 
 /// The pod's own annotations, then containerd's CRI keys (which win over pod annotations of the

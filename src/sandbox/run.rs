@@ -1,14 +1,15 @@
 //! RunPodSandbox: the seed's steps in order, each paired with its undo.
 //!
-//! reserve name + save record (Creating) → sandbox image → overlay rootfs → resolv.conf/hostname/
-//! hosts → OCI spec → bundle → monitor creates the container → pin netns from the init PID →
-//! loopback up → CNI ADD → start → record Ready.
+//! start the monitor (it waits for the bundle) → reserve name + save record (Creating) →
+//! sandbox image → read-only overlay rootfs → resolv.conf/hostname/hosts and /dev/shm for the
+//! containers → OCI spec → bundle → monitor creates the container → pin netns from the init
+//! PID → loopback up → CNI ADD → start → record Ready.
 
 use super::Context;
 use super::rollback::{Rollback, Undo};
 use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
-use crate::monitor::{MonitorClient, MonitorConfig};
+use crate::monitor::{MonitorClient, MonitorConfig, PendingCreate};
 use crate::network::PodNetwork;
 use crate::oci::spec::SandboxSpecInput;
 use crate::store::sandbox::{RECORD_VERSION, sandbox_name};
@@ -101,6 +102,17 @@ impl Context {
             monitor_pid: None,
             cgroups_path: self.sandbox_cgroups_path(&cgroup_parent, &id),
         };
+        // The monitor starts now and waits for the bundle: its exec overlaps with the record,
+        // rootfs and spec below.
+        let mut monitor = MonitorConfig::new(
+            &id,
+            &self.sandbox_dir(&id),
+            &self.monitor_dir(&id),
+            &self.runtime_root(),
+        );
+        monitor.exe = self.exe.clone();
+        let pending = crate::monitor::prepare_create(&monitor)
+            .map_err(|e| CriError::internal("starting the sandbox's monitor", e))?;
         match self.sandboxes.create(record.clone()) {
             Ok(()) => {}
             Err(StoreError::NameReserved { name, id }) => {
@@ -112,7 +124,7 @@ impl Context {
         }
         let mut rollback = Rollback::default();
         rollback.push(Undo::DeleteRecord { id: id.clone() });
-        match self.run_steps(&record, &mut rollback).await {
+        match self.run_steps(&record, pending, &mut rollback).await {
             Ok(()) => {
                 rollback.commit();
                 tracing::info!(sandbox = %id, "pod sandbox ready");
@@ -129,7 +141,12 @@ impl Context {
     /// The steps after the record exists. The record is written again only once, when the pod
     /// is Ready: everything a cleanup needs (rootfs, monitor, netns pin, CNI cache) is found
     /// from the sandbox id alone, so the intermediate states need no fsync of their own.
-    async fn run_steps(&self, record: &SandboxRecord, rollback: &mut Rollback) -> CriResult<()> {
+    async fn run_steps(
+        &self,
+        record: &SandboxRecord,
+        monitor: PendingCreate,
+        rollback: &mut Rollback,
+    ) -> CriResult<()> {
         let id = record.id.as_str();
         let config = &record.config;
         let mut timer = StepTimer::start();
@@ -139,15 +156,18 @@ impl Context {
 
         let dir = self.sandbox_dir(id);
         rollback.push(Undo::RemoveRootfs { id: id.into() });
-        let rootfs = self.prepare_overlay(&image, &dir).await?;
+        let rootfs = self
+            .prepare_overlay(&image, &dir, crate::snapshot::RootfsMode::ReadOnly)
+            .await?;
         timer.step("rootfs");
 
-        let files = write_pod_files(&dir, config, record.host_network)
+        // Shared by the pod's containers (the pause itself mounts none of them).
+        write_pod_files(&dir, config, record.host_network)
             .map_err(|e| CriError::internal("writing resolv.conf/hostname/hosts", e))?;
 
-        // A pod with its own IPC namespace gets a host-side tmpfs for /dev/shm, shared by the
-        // sandbox and every container of the pod (a bind from the pause's mount namespace
-        // through /proc/PID/root is refused by the kernel). Removed with the rootfs.
+        // A pod with its own IPC namespace gets a host-side tmpfs for /dev/shm, shared by every
+        // container of the pod (a bind from the pause's mount namespace through /proc/PID/root
+        // is refused by the kernel). Removed with the rootfs.
         let namespaces = crate::oci::namespaces_for(
             config
                 .linux
@@ -155,9 +175,9 @@ impl Context {
                 .and_then(|l| l.security_context.as_ref())
                 .and_then(|s| s.namespace_options.as_ref()),
         );
-        let shm = namespaces.ipc.then(|| self.sandbox_shm_dir(id));
-        if let Some(shm) = &shm {
-            mount_shm(shm).map_err(|e| CriError::internal("mounting the pod's /dev/shm", e))?;
+        if namespaces.ipc {
+            mount_shm(&self.sandbox_shm_dir(id))
+                .map_err(|e| CriError::internal("mounting the pod's /dev/shm", e))?;
         }
 
         let spec = crate::oci::spec::sandbox_spec(&SandboxSpecInput {
@@ -165,10 +185,6 @@ impl Context {
             config,
             image_config: &image.config,
             rootfs: &rootfs,
-            resolv_conf: Some(&files.resolv_conf),
-            hostname_file: Some(&files.hostname),
-            hosts_file: Some(&files.hosts),
-            dev_shm: shm.as_deref(),
             cgroups_path: &record.cgroups_path,
             oom_score_adj: self.sandbox_oom_score_adj,
             seccomp_profile_root: &self.config.root.join("seccomp"),
@@ -185,9 +201,8 @@ impl Context {
         timer.step("spec");
 
         rollback.push(Undo::KillContainer { id: id.into() });
-        let mut monitor = MonitorConfig::new(id, &dir, &self.monitor_dir(id), &self.runtime_root());
-        monitor.exe = self.exe.clone();
-        let created = crate::monitor::spawn_create(&monitor)
+        let created = monitor
+            .go()
             .await
             .map_err(|e| CriError::internal("creating the sandbox container", e))?;
         timer.step("create");

@@ -118,6 +118,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await?
             .context("importing the built-in sandbox image")?;
     }
+    crate::snapshot::skeleton::ensure(&config.sandbox_skeleton_dir())
+        .context("creating the sandbox rootfs skeleton")?;
     let (sandboxes, orphans) = SandboxStore::open(&config.sandboxes_dir())?;
     let (containers, container_orphans) = ContainerStore::open(&config.containers_dir())?;
     let cni = Cni::new(CniOptions {

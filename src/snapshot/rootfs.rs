@@ -1,5 +1,7 @@
-//! A container's writable rootfs: `base/upper` + `base/work` over the image's snapshots,
-//! mounted at `base/rootfs`.
+//! A container's rootfs: the image's snapshots stacked by overlayfs at `base/rootfs`, writable
+//! through `base/upper` + `base/work`, or read-only with no upper at all (the pod sandbox,
+//! whose pause process never writes: no upper means no inodes to allocate, no copy-ups and
+//! nothing to delete at removal).
 
 use super::SnapshotError;
 use super::mount::{mount_overlay, unmount};
@@ -23,9 +25,20 @@ impl RootfsDirs {
     }
 }
 
-/// Create `base/{upper,work,rootfs}` and mount the overlay of `lowers` (top-most first) at
-/// `base/rootfs`. On failure everything this call created is removed again.
-pub fn prepare_rootfs(lowers: &[PathBuf], base: &Path) -> Result<RootfsDirs, SnapshotError> {
+/// Whether the rootfs gets an upper layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsMode {
+    Writable,
+    ReadOnly,
+}
+
+/// Create `base/rootfs` (and `base/{upper,work}` when writable) and mount the overlay of
+/// `lowers` (top-most first) there. On failure everything this call created is removed again.
+pub fn prepare_rootfs(
+    lowers: &[PathBuf],
+    base: &Path,
+    mode: RootfsMode,
+) -> Result<RootfsDirs, SnapshotError> {
     let dirs = RootfsDirs::new(base);
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| {
@@ -33,14 +46,19 @@ pub fn prepare_rootfs(lowers: &[PathBuf], base: &Path) -> Result<RootfsDirs, Sna
             std::fs::create_dir_all(base).map_err(SnapshotError::io(base))?;
             created.push(base.to_path_buf());
         }
-        for d in [&dirs.upper, &dirs.work, &dirs.merged] {
+        let needed: &[&PathBuf] = match mode {
+            RootfsMode::Writable => &[&dirs.upper, &dirs.work, &dirs.merged],
+            RootfsMode::ReadOnly => &[&dirs.merged],
+        };
+        for d in needed {
             match std::fs::create_dir(d) {
-                Ok(()) => created.push(d.clone()),
+                Ok(()) => created.push(d.to_path_buf()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(SnapshotError::io(d)(e)),
+                Err(e) => return Err(SnapshotError::io(*d)(e)),
             }
         }
-        mount_overlay(lowers, Some((&dirs.upper, &dirs.work)), &dirs.merged)
+        let upper = (mode == RootfsMode::Writable).then_some((&*dirs.upper, &*dirs.work));
+        mount_overlay(lowers, upper, &dirs.merged)
     })();
     if let Err(e) = result {
         for d in created.iter().rev() {
@@ -53,7 +71,8 @@ pub fn prepare_rootfs(lowers: &[PathBuf], base: &Path) -> Result<RootfsDirs, Sna
     Ok(dirs)
 }
 
-/// Unmount `base/rootfs` if mounted and remove upper, work and rootfs. Idempotent. `base`
+/// Unmount `base/rootfs` if mounted and remove upper, work and rootfs (those that exist).
+/// Idempotent. `base`
 /// itself belongs to the caller and is left in place.
 pub fn remove_rootfs(base: &Path) -> Result<(), SnapshotError> {
     let dirs = RootfsDirs::new(base);

@@ -1,6 +1,15 @@
 //! A generic record store: one directory per object under a parent dir, holding `record.json`
-//! (written with write-temp + fsync + rename) next to the object's own files, plus the name
-//! reservations that keep two create calls for the same kubelet name from both succeeding.
+//! next to the object's own files, plus the name reservations that keep two create calls for
+//! the same kubelet name from both succeeding.
+//!
+//! The first record of an object is durable (write-temp + fsync + rename + directory fsync): it
+//! exists before any side effect, so whatever a power loss interrupts can be found and undone
+//! (CNI IPs on disk, directories). Updates replace the file through a rename without fsync:
+//! they describe processes, which a power loss ends anyway, and a daemon crash keeps them in
+//! the page cache. After a power loss a record reads as its durable first version or as a
+//! later one, both of which recovery handles (an interrupted create is torn down, a gone
+//! process is reported exited); the two fsyncs an update would cost are a third of
+//! RunPodSandbox's disk waits.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -9,6 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 const RECORD_FILE: &str = "record.json";
+
+/// How a record reaches the disk (see the module doc).
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    Durable,
+    Replace,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,7 +150,7 @@ impl<R: Record> RecordStore<R> {
                 path: dir.clone(),
                 source,
             })
-            .and_then(|_| self.persist(&record));
+            .and_then(|_| self.persist(&record, Durability::Durable));
         let mut inner = self.inner.write().expect("store lock");
         match result {
             Ok(()) => {
@@ -149,20 +165,25 @@ impl<R: Record> RecordStore<R> {
         }
     }
 
-    fn persist(&self, record: &R) -> Result<(), StoreError> {
+    fn persist(&self, record: &R, durability: Durability) -> Result<(), StoreError> {
         let path = self.dir_of(record.id()).join(RECORD_FILE);
         let bytes = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Corrupt {
             path: path.clone(),
             source,
         })?;
-        crate::util::atomic_write(&path, &bytes).map_err(|source| StoreError::Io {
+        let written = match durability {
+            Durability::Durable => crate::util::atomic_write(&path, &bytes),
+            Durability::Replace => crate::util::replace_file(&path, &bytes),
+        };
+        written.map_err(|source| StoreError::Io {
             action: "writing",
             path,
             source,
         })
     }
 
-    /// Change a record: the change is on disk before it is visible in memory.
+    /// Change a record: the change is written (not fsynced, see the module doc) before it is
+    /// visible in memory.
     pub fn update<F>(&self, id: &str, change: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut R),
@@ -171,7 +192,7 @@ impl<R: Record> RecordStore<R> {
             .get(id)
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         change(&mut record);
-        self.persist(&record)?;
+        self.persist(&record, Durability::Replace)?;
         let mut inner = self.inner.write().expect("store lock");
         if inner.records.contains_key(id) {
             inner.records.insert(id.to_string(), record.clone());

@@ -150,14 +150,6 @@ impl Fixture {
             config: &self.config,
             image_config: &self.image,
             rootfs: Path::new("/var/lib/crius/sandboxes/0123456789abcdef/rootfs"),
-            resolv_conf: Some(Path::new(
-                "/var/lib/crius/sandboxes/0123456789abcdef/resolv.conf",
-            )),
-            hostname_file: Some(Path::new(
-                "/var/lib/crius/sandboxes/0123456789abcdef/hostname",
-            )),
-            hosts_file: Some(Path::new("/var/lib/crius/sandboxes/0123456789abcdef/hosts")),
-            dev_shm: None,
             cgroups_path: "/kubepods/besteffort/pod3f5a0c1e/0123456789abcdef",
             oom_score_adj: -998,
             seccomp_profile_root: &self.profile_root,
@@ -269,17 +261,35 @@ fn typical_sandbox_details() {
     );
     assert_eq!(ann["kubernetes.io/config.source"], "api");
 
-    let shm = mount_at(&spec, "/dev/shm");
-    assert_eq!(shm.typ().as_deref(), Some("tmpfs"));
-}
-
-fn mount_at<'a>(spec: &'a Spec, dest: &str) -> &'a oci_spec::runtime::Mount {
-    spec.mounts()
+    let dests: Vec<_> = spec
+        .mounts()
         .as_ref()
         .unwrap()
         .iter()
-        .find(|m| m.destination() == Path::new(dest))
-        .unwrap_or_else(|| panic!("no mount at {dest}"))
+        .map(|m| m.destination().clone())
+        .collect();
+    assert_eq!(dests, [Path::new("/dev")], "the pause mounts only /dev");
+    assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
+    assert!(linux.masked_paths().is_none() && linux.readonly_paths().is_none());
+}
+
+/// The read-only sandbox rootfs has only the skeleton's directories to mount onto.
+#[test]
+fn every_mount_point_is_in_the_rootfs_skeleton() {
+    let mut f = Fixture::new();
+    f.sc().privileged = true;
+    for spec in [Fixture::new().build().unwrap(), f.build().unwrap()] {
+        for m in spec.mounts().as_ref().unwrap() {
+            let rel = m.destination().strip_prefix("/").unwrap();
+            assert!(
+                crate::snapshot::skeleton::MOUNT_POINTS
+                    .iter()
+                    .any(|d| Path::new(d) == rel),
+                "{} is not in the skeleton",
+                m.destination().display()
+            );
+        }
+    }
 }
 
 #[test]
@@ -360,38 +370,6 @@ fn host_ipc_and_pid() {
             LinuxNamespaceType::Network
         ]
     );
-    let shm = mount_at(&spec, "/dev/shm");
-    assert_eq!(shm.typ().as_deref(), Some("bind"));
-    assert_eq!(shm.source().as_deref(), Some(Path::new("/dev/shm")));
-}
-
-#[test]
-fn caller_provided_shm_is_bound() {
-    let f = Fixture::new();
-    let spec = sandbox_spec(&SandboxSpecInput {
-        id: "x",
-        config: &f.config,
-        image_config: &f.image,
-        rootfs: Path::new("/r"),
-        resolv_conf: None,
-        hostname_file: None,
-        hosts_file: None,
-        dev_shm: Some(Path::new("/run/crius/shm/x")),
-        cgroups_path: "/x",
-        oom_score_adj: 0,
-        seccomp_profile_root: Path::new("/"),
-    })
-    .unwrap();
-    let shm = mount_at(&spec, "/dev/shm");
-    assert_eq!(shm.source().as_deref(), Some(Path::new("/run/crius/shm/x")));
-    assert!(
-        !spec
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .any(|m| m.destination().starts_with("/etc"))
-    );
 }
 
 #[test]
@@ -413,8 +391,6 @@ fn privileged_sandbox() {
         linux.seccomp().is_none(),
         "privileged ignores RuntimeDefault"
     );
-    assert!(linux.masked_paths().as_ref().unwrap().is_empty());
-    assert!(linux.readonly_paths().as_ref().unwrap().is_empty());
     let devices = linux
         .resources()
         .as_ref()
@@ -424,8 +400,6 @@ fn privileged_sandbox() {
         .unwrap();
     assert_eq!(devices.len(), 1);
     assert!(devices[0].allow());
-    let sys = mount_at(&spec, "/sys");
-    assert!(sys.options().as_ref().unwrap().contains(&"rw".to_string()));
 }
 
 #[test]
@@ -599,10 +573,6 @@ fn minimal_config_defaults() {
         config: &config,
         image_config: &image,
         rootfs: Path::new("/r"),
-        resolv_conf: None,
-        hostname_file: None,
-        hosts_file: None,
-        dev_shm: None,
         cgroups_path: "/crius/id",
         oom_score_adj: 0,
         seccomp_profile_root: Path::new("/"),
