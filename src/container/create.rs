@@ -180,6 +180,19 @@ impl Context {
         let dir = self.container_dir(id);
         let config = &record.config;
 
+        // The monitor starts now and waits for the bundle: its exec overlaps with the rootfs
+        // and spec below. Dropped on an error, it is killed before it created anything.
+        let mut monitor = MonitorConfig::new(id, &dir, &self.monitor_dir(id), &self.runtime_root());
+        monitor.exe = self.exe.clone();
+        monitor.stdio = Stdio {
+            log_path: record.log_path.clone(),
+            tty: config.tty,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+        };
+        let pending = crate::monitor::prepare_create(&monitor)
+            .map_err(|e| CriError::internal("starting the container's monitor", e))?;
+
         undo.push(Undo::Rootfs);
         let rootfs = self
             .prepare_overlay(image, &dir, crate::snapshot::RootfsMode::Writable)
@@ -207,15 +220,8 @@ impl Context {
             })?;
         }
         undo.push(Undo::Container);
-        let mut monitor = MonitorConfig::new(id, &dir, &self.monitor_dir(id), &self.runtime_root());
-        monitor.exe = self.exe.clone();
-        monitor.stdio = Stdio {
-            log_path: record.log_path.clone(),
-            tty: config.tty,
-            stdin: config.stdin,
-            stdin_once: config.stdin_once,
-        };
-        let created = crate::monitor::spawn_create(&monitor)
+        let created = pending
+            .go()
             .await
             .map_err(|e| CriError::internal("creating the container", e))?;
         self.containers

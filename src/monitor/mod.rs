@@ -7,12 +7,17 @@
 //! or the multi-threaded daemon.
 //!
 //! Lifecycle:
-//! 1. The daemon runs `crius monitor` ([`spawn_create`]). That process (the launcher) forks the
+//! 1. The daemon runs `crius monitor --wait-go` ([`prepare_create`]) while it still prepares
+//!    the bundle, and lets it go once the bundle is written ([`PendingCreate::go`];
+//!    [`spawn_create`] does both at once). That process (the launcher) forks the
 //!    real monitor, which leaves the daemon's session, becomes a child subreaper, binds
 //!    `<dir>/monitor.sock`, writes `<dir>/monitor.pid` and creates the container in a helper.
 //!    init is the helper's child; when the helper exits, init is handed to the monitor. The
 //!    launcher prints `{"init_pid":..,"monitor_pid":..}` (or the error) and exits, so the
 //!    monitor is reparented away from the daemon and outlives it.
+//!    Where the spec allows it (cgroup v1, the pod sandbox's resources, no cgroupfs mount), the
+//!    create helper joins the cgroup itself instead of libcontainer (`own_cgroup.rs`): that
+//!    avoids an RCU grace period per create.
 //! 2. The daemon talks to it through [`MonitorClient`] (proto/monitor.proto): start, kill,
 //!    state. One request per connection.
 //! 3. When init exits the monitor reaps it, kills what is left in the container's cgroup,

@@ -1,10 +1,12 @@
-//! Pinned network namespaces: a pod's netns is kept alive by bind-mounting /proc/PID/ns/net of
-//! its first process onto a file, so it outlives that process and can be handed to CNI plugins.
+//! Pinned network namespaces: a pod's netns is kept alive by a bind mount of its nsfs file onto
+//! a file of ours, so it outlives its processes and can be handed to CNI plugins. A pod's netns
+//! is made before its sandbox container ([`create`]), so that CNI can wire it while the
+//! container is being created; [`pin`] pins the namespace of an existing process.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -14,6 +16,48 @@ use super::NetworkError;
 /// Bind-mount the network namespace of `pid` onto `path` (created, with its parent directories).
 /// On failure the file is removed again, so nothing is left behind.
 pub fn pin(pid: i32, path: &Path) -> Result<(), NetworkError> {
+    placeholder(path)?;
+    bind(Path::new(&format!("/proc/{pid}/ns/net")), path)?;
+    tracing::debug!(pid, path = %path.display(), "pinned network namespace");
+    Ok(())
+}
+
+/// Create a new network namespace with its loopback up and pin it at `path`. The work runs on
+/// a thread of its own that exits afterwards (unshare(2) moves only the calling thread, which
+/// must never go back to a pool carrying the pod's namespace). On failure nothing is left.
+pub fn create(path: &Path) -> Result<(), NetworkError> {
+    placeholder(path)?;
+    let owned = path.to_path_buf();
+    let worker = std::thread::Builder::new()
+        .name("netns-create".into())
+        .spawn(move || {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| NetworkError::netns(&owned, "unshare", e))?;
+            lo_up(&owned)?;
+            bind(Path::new("/proc/thread-self/ns/net"), &owned)
+        })
+        .map_err(|e| NetworkError::netns(path, "spawn a thread", e));
+    let result = worker.and_then(|w| {
+        w.join().unwrap_or_else(|_| {
+            Err(NetworkError::netns(
+                path,
+                "create",
+                io::Error::other("the worker thread panicked"),
+            ))
+        })
+    });
+    match &result {
+        Ok(()) => tracing::debug!(path = %path.display(), "created network namespace"),
+        Err(_) if !is_pinned(path) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+/// The empty file a namespace is bind-mounted onto; refuses a path that already is a pin.
+fn placeholder(path: &Path) -> Result<(), NetworkError> {
     if is_pinned(path) {
         return Err(NetworkError::netns(
             path,
@@ -34,10 +78,13 @@ pub fn pin(pid: i32, path: &Path) -> Result<(), NetworkError> {
         .truncate(false)
         .open(path)
         .map_err(|e| NetworkError::netns(path, "create mount point", e))?;
+    Ok(())
+}
 
-    let source = PathBuf::from(format!("/proc/{pid}/ns/net"));
+/// Bind-mount the nsfs file `source` onto the placeholder `path`.
+fn bind(source: &Path, path: &Path) -> Result<(), NetworkError> {
     if let Err(errno) = nix::mount::mount(
-        Some(&source),
+        Some(source),
         path,
         None::<&str>,
         MsFlags::MS_BIND,
@@ -46,13 +93,8 @@ pub fn pin(pid: i32, path: &Path) -> Result<(), NetworkError> {
         // Whatever was at `path` is now an unmounted placeholder (or a stale one from a crash):
         // either way it is ours to remove.
         let _ = std::fs::remove_file(path);
-        return Err(NetworkError::netns(
-            path,
-            "bind-mount the namespace of the process",
-            errno,
-        ));
+        return Err(NetworkError::netns(path, "bind-mount the namespace", errno));
     }
-    tracing::debug!(pid, path = %path.display(), "pinned network namespace");
     Ok(())
 }
 
@@ -111,6 +153,11 @@ pub fn loopback_up(path: &Path) -> Result<(), NetworkError> {
 fn set_up_in(ns: &File, path: &Path) -> Result<(), NetworkError> {
     nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
         .map_err(|e| NetworkError::netns(path, "setns", e))?;
+    lo_up(path)
+}
+
+/// Set IFF_UP on `lo` of the calling thread's network namespace (`path` names it in errors).
+fn lo_up(path: &Path) -> Result<(), NetworkError> {
     let sock = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,

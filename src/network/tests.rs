@@ -316,6 +316,43 @@ fn loopback_up_in_a_fresh_netns() {
 }
 
 #[test]
+fn create_pins_a_fresh_netns_with_lo_up() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("pins/pod");
+    netns::create(&path).unwrap();
+    struct Unpin<'a>(&'a Path);
+    impl Drop for Unpin<'_> {
+        fn drop(&mut self) {
+            let _ = netns::unpin(self.0);
+        }
+    }
+    let _g = Unpin(&path);
+    assert!(netns::is_pinned(&path));
+    let host = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    assert_ne!(
+        std::fs::metadata(&path).unwrap().ino(),
+        host,
+        "a new namespace"
+    );
+    let net = format!("--net={}", path.display());
+    let (ok, out) = sh(&["nsenter", &net, "ip", "-o", "link", "show"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 1, "only lo: {out}");
+    let flags = out.split(['<', '>']).nth(1).unwrap_or_default();
+    assert!(flags.split(',').any(|f| f == "UP"), "lo is up: {out}");
+    assert!(
+        netns::create(&path).is_err(),
+        "creating over a live pin is refused"
+    );
+    assert!(netns::is_pinned(&path), "and leaves it alone");
+    netns::unpin(&path).unwrap();
+    assert!(!path.exists());
+}
+
+#[test]
 fn pin_outlives_the_process_and_unpin_removes_it() {
     if !can_run() {
         return;

@@ -31,6 +31,8 @@ pub struct SandboxSpecInput<'a> {
     pub image_config: &'a ImageConfiguration,
     /// Absolute path of the mounted (overlay) rootfs.
     pub rootfs: &'a Path,
+    /// The pinned network namespace the sandbox joins (None: host network).
+    pub netns_path: Option<&'a Path>,
     /// Already computed by the caller (cgroupfs path).
     pub cgroups_path: &'a str,
     /// Already clamped by the caller (see [`super::oom::clamp`]).
@@ -80,7 +82,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     });
     linux.set_resources(Some(resources));
     linux.set_cgroups_path(Some(input.cgroups_path.into()));
-    linux.set_namespaces(Some(ns.linux_namespaces(None)));
+    linux.set_namespaces(Some(ns.linux_namespaces(input.netns_path)));
     // None: libcontainer creates its standard device nodes (null, zero, full, tty, random...).
     linux.set_devices(None);
     linux.set_seccomp(seccomp);

@@ -1,9 +1,10 @@
-//! RunPodSandbox: the seed's steps in order, each paired with its undo.
+//! RunPodSandbox: the steps in order, each paired with its undo.
 //!
 //! start the monitor (it waits for the bundle) → reserve name + save record (Creating) →
 //! sandbox image → read-only overlay rootfs → resolv.conf/hostname/hosts and /dev/shm for the
-//! containers → OCI spec → bundle → monitor creates the container → pin netns from the init
-//! PID → loopback up → CNI ADD → start → record Ready.
+//! containers → network namespace (created and pinned, loopback up) → OCI spec → bundle →
+//! the monitor creates the container, joining that namespace, while CNI ADD wires it → start
+//! → record Ready.
 
 use super::Context;
 use super::rollback::{Rollback, Undo};
@@ -180,11 +181,24 @@ impl Context {
                 .map_err(|e| CriError::internal("mounting the pod's /dev/shm", e))?;
         }
 
+        // The pod's network namespace exists before its sandbox container, which joins it: CNI
+        // can then wire it while the container is being created.
+        let netns_path = (!record.host_network).then(|| self.netns_path(id));
+        if let Some(netns) = &netns_path {
+            rollback.push(Undo::Unpin {
+                path: netns.clone(),
+            });
+            crate::network::netns::create(netns)
+                .map_err(|e| CriError::internal("creating the pod network namespace", e))?;
+            timer.step("netns");
+        }
+
         let spec = crate::oci::spec::sandbox_spec(&SandboxSpecInput {
             id,
             config,
             image_config: &image.config,
             rootfs: &rootfs,
+            netns_path: netns_path.as_deref(),
             cgroups_path: &record.cgroups_path,
             oom_score_adj: self.sandbox_oom_score_adj,
             seccomp_profile_root: &self.config.root.join("seccomp"),
@@ -201,49 +215,47 @@ impl Context {
         timer.step("spec");
 
         rollback.push(Undo::KillContainer { id: id.into() });
-        let created = monitor
-            .go()
-            .await
-            .map_err(|e| CriError::internal("creating the sandbox container", e))?;
-        timer.step("create");
-        let mut netns_path = None;
-        let mut network = None;
-
-        if !record.host_network {
-            let netns = self.netns_path(id);
-            rollback.push(Undo::Unpin {
-                path: netns.clone(),
-            });
-            crate::network::netns::pin(created.init_pid, &netns)
-                .map_err(|e| CriError::internal("pinning the pod network namespace", e))?;
-            netns_path = Some(netns.clone());
-            crate::network::netns::loopback_up(&netns)
-                .map_err(|e| CriError::internal("bringing up the pod's loopback", e))?;
-            timer.step("netns");
-
-            // Pushed before ADD: a plugin that fails half way may already hold an IP.
-            rollback.push(Undo::CniTeardown {
-                id: id.into(),
-                netns: netns.clone(),
-            });
-            let meta = config.metadata.clone().unwrap_or_default();
-            let status = self
-                .cni
-                .setup(&PodNetwork {
+        let create = async {
+            monitor
+                .go()
+                .await
+                .map_err(|e| CriError::internal("creating the sandbox container", e))
+        };
+        let (created, network) = match &netns_path {
+            None => (create.await?, None),
+            Some(netns) => {
+                // Pushed before ADD: a plugin that fails half way may already hold an IP.
+                rollback.push(Undo::CniTeardown {
+                    id: id.into(),
+                    netns: netns.clone(),
+                });
+                let meta = config.metadata.clone().unwrap_or_default();
+                let pod = PodNetwork {
                     id,
                     name: &meta.name,
                     namespace: &meta.namespace,
                     uid: &meta.uid,
-                    netns: &netns,
+                    netns,
                     port_mappings: &config.port_mappings,
                     dns: config.dns_config.as_ref(),
                     ifname: "eth0",
-                })
-                .await
-                .map_err(|e| CriError::internal("setting up the pod network", e))?;
-            network = Some(status);
-            timer.step("cni");
-        }
+                };
+                let setup = async {
+                    self.cni
+                        .setup(&pod)
+                        .await
+                        .map_err(|e| CriError::internal("setting up the pod network", e))
+                };
+                // Both run to completion, so the rollback finds each side settled.
+                let (created, network) = tokio::join!(create, setup);
+                (created?, Some(network?))
+            }
+        };
+        timer.step(if network.is_some() {
+            "create+cni"
+        } else {
+            "create"
+        });
 
         MonitorClient::new(&self.monitor_dir(id))
             .start()

@@ -150,6 +150,7 @@ impl Fixture {
             config: &self.config,
             image_config: &self.image,
             rootfs: Path::new("/var/lib/crius/sandboxes/0123456789abcdef/rootfs"),
+            netns_path: Some(Path::new("/run/crius/netns/0123456789abcdef")),
             cgroups_path: "/kubepods/besteffort/pod3f5a0c1e/0123456789abcdef",
             oom_score_adj: -998,
             seccomp_profile_root: &self.profile_root,
@@ -241,7 +242,18 @@ fn typical_sandbox_details() {
         .collect();
     assert!(!types.contains(&LinuxNamespaceType::Cgroup));
     assert!(!types.contains(&LinuxNamespaceType::User));
-    assert!(types.contains(&LinuxNamespaceType::Network));
+    let net = linux
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+        .expect("a network namespace");
+    assert_eq!(
+        net.path().as_deref(),
+        Some(Path::new("/run/crius/netns/0123456789abcdef")),
+        "the sandbox joins the namespace made for it"
+    );
     assert!(linux.seccomp().is_some());
     let cpu = linux.resources().as_ref().unwrap().cpu().as_ref().unwrap();
     assert_eq!(cpu.shares(), Some(2));
@@ -573,6 +585,7 @@ fn minimal_config_defaults() {
         config: &config,
         image_config: &image,
         rootfs: Path::new("/r"),
+        netns_path: None,
         cgroups_path: "/crius/id",
         oom_score_adj: 0,
         seccomp_profile_root: Path::new("/"),
