@@ -6,7 +6,6 @@ use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
 use crate::image::ImageStore;
 use crate::network::Cni;
-use crate::snapshot::RootfsMode;
 use crate::stats::CpuSampler;
 use crate::store::{ContainerStore, SandboxStore};
 use k8s_cri::v1::ContainerEventResponse;
@@ -55,29 +54,52 @@ impl OpLocks {
 }
 
 impl Context {
-    /// Mount the overlay rootfs of a container (writable: base/upper, base/work) or of a pod
-    /// sandbox (read-only, the mount-point skeleton on top) at base/rootfs and return its
-    /// path; on failure nothing is left mounted.
-    pub async fn prepare_overlay(
+    /// Mount a container's writable overlay rootfs for `image` under `base` (base/upper,
+    /// base/work, base/rootfs) and return the rootfs path; on failure nothing is left mounted.
+    pub async fn prepare_overlay(&self, image: &ImageRecord, base: &Path) -> CriResult<PathBuf> {
+        let images = self.images.clone();
+        let image = image.clone();
+        let base = base.to_path_buf();
+        tokio::task::spawn_blocking(move || -> CriResult<PathBuf> {
+            let lowers = images.snapshot_dirs(&image).map_err(|e| {
+                CriError::internal(format!("resolving snapshots of {}", image.id), e)
+            })?;
+            let dirs = crate::snapshot::prepare_rootfs(&lowers, &base)
+                .map_err(|e| CriError::internal("preparing the overlay rootfs", e))?;
+            Ok(dirs.merged)
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("rootfs task: {e}")))?
+    }
+
+    /// The pod sandbox's rootfs as an overlay mount for its spec: the mount-point skeleton on
+    /// top of the image's snapshots, read-only, mounted by the container's own setup inside
+    /// its mount namespace (never on the host). Creates the empty base/rootfs it mounts onto.
+    pub async fn sandbox_rootfs(
         &self,
         image: &ImageRecord,
         base: &Path,
-        mode: RootfsMode,
-    ) -> CriResult<PathBuf> {
+    ) -> CriResult<(PathBuf, oci_spec::runtime::Mount)> {
         let images = self.images.clone();
         let image = image.clone();
         let base = base.to_path_buf();
         let skeleton = self.config.sandbox_skeleton_dir();
-        tokio::task::spawn_blocking(move || -> CriResult<PathBuf> {
+        tokio::task::spawn_blocking(move || {
             let mut lowers = images.snapshot_dirs(&image).map_err(|e| {
                 CriError::internal(format!("resolving snapshots of {}", image.id), e)
             })?;
-            if mode == RootfsMode::ReadOnly {
-                lowers.insert(0, skeleton);
-            }
-            let dirs = crate::snapshot::prepare_rootfs(&lowers, &base, mode)
-                .map_err(|e| CriError::internal("preparing the overlay rootfs", e))?;
-            Ok(dirs.merged)
+            lowers.insert(0, skeleton);
+            let rootfs = crate::snapshot::RootfsDirs::new(&base).merged;
+            std::fs::create_dir_all(&rootfs)
+                .map_err(|e| CriError::internal("creating the sandbox rootfs mount point", e))?;
+            let options = crate::snapshot::mount::overlay_options(&lowers, None, &rootfs)
+                .map_err(|e| CriError::internal("sandbox rootfs overlay", e))?;
+            let mut mount = oci_spec::runtime::Mount::default();
+            mount.set_destination("/".into());
+            mount.set_typ(Some("overlay".into()));
+            mount.set_source(Some("overlay".into()));
+            mount.set_options(Some(vec![options]));
+            Ok((rootfs, mount))
         })
         .await
         .map_err(|e| CriError::Internal(format!("rootfs task: {e}")))?

@@ -129,6 +129,12 @@ async fn bridge_pod_lifecycle() {
         std::path::Path::new(&format!("/proc/{pid}/root/pause")).is_file(),
         "the pause's root is its image"
     );
+    let rootfs = d.root().join("sandboxes").join(&id).join("rootfs");
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host_mounts.contains(&format!(" {} ", rootfs.display())),
+        "the pause's rootfs is mounted in its own mount namespace only"
+    );
     let resolv_path = d.root().join("sandboxes").join(&id).join("resolv.conf");
     let resolv = std::fs::read_to_string(&resolv_path).expect("read pod resolv.conf");
     let dns = config.dns_config.as_ref().expect("dns config");

@@ -194,9 +194,7 @@ impl Context {
             .map_err(|e| CriError::internal("starting the container's monitor", e))?;
 
         undo.push(Undo::Rootfs);
-        let rootfs = self
-            .prepare_overlay(image, &dir, crate::snapshot::RootfsMode::Writable)
-            .await?;
+        let rootfs = self.prepare_overlay(image, &dir).await?;
 
         let spec = self.container_spec(record, sandbox, image, &rootfs).await?;
         let user = spec.process().as_ref().map(|p| {

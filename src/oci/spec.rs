@@ -31,6 +31,8 @@ pub struct SandboxSpecInput<'a> {
     pub image_config: &'a ImageConfiguration,
     /// Absolute path of the mounted (overlay) rootfs.
     pub rootfs: &'a Path,
+    /// Mounted first, at "/": the rootfs itself when it is not mounted on the host.
+    pub rootfs_mount: Option<&'a Mount>,
     /// The pinned network namespace the sandbox joins (None: host network).
     pub netns_path: Option<&'a Path>,
     /// Already computed by the caller (cgroupfs path).
@@ -102,7 +104,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     let mut spec = Spec::default();
     spec.set_version(VERSION.to_string());
     spec.set_root(Some(root));
-    spec.set_mounts(Some(sandbox_mounts()));
+    spec.set_mounts(Some(sandbox_mounts(input.rootfs_mount)));
     spec.set_process(Some(process));
     spec.set_hostname(hostname);
     spec.set_domainname(None);
@@ -179,16 +181,23 @@ fn sandbox_process(
     Ok(p)
 }
 
-/// The pause gets a /dev (libcontainer needs /dev/null and creates its standard nodes there)
-/// and nothing else. It never reads /proc, /sys, /etc or shared memory, and its mount
+/// The pause gets its rootfs (when given as a mount: an overlay mounted at "/" by the
+/// container's own setup, so it exists only in the pause's mount namespace and vanishes with
+/// it; the host's mount table does not grow with every pod, which every later container
+/// create would pay for in mountinfo reads and namespace copies), a /dev (libcontainer needs
+/// /dev/null and creates its standard nodes there) and nothing else. It never reads /proc, /sys, /etc or shared memory, and its mount
 /// namespace is its own: app containers get theirs with the full set of mounts, and share the
 /// pod's /dev/shm from the host-side tmpfs, not through the pause. Leaving /proc out also
 /// means a container sharing the pod's PID namespace finds no unmasked procfs behind
 /// /proc/1/root. Each mount the pause skips is a mount, its path checks and a read-only
 /// remount less on every RunPodSandbox (and the rootfs can stay read-only: the mount points
 /// come from `snapshot::skeleton`).
-fn sandbox_mounts() -> Vec<Mount> {
-    vec![mounts::dev_tmpfs()]
+fn sandbox_mounts(rootfs: Option<&Mount>) -> Vec<Mount> {
+    rootfs
+        .cloned()
+        .into_iter()
+        .chain([mounts::dev_tmpfs()])
+        .collect()
 }
 
 /// The pod's own annotations, then containerd's CRI keys (which win over pod annotations of the

@@ -4,8 +4,9 @@ use super::Context;
 use std::path::PathBuf;
 
 impl Context {
-    /// `<root>/sandboxes/<id>`: record, bundle config.json, overlay upper/work and the rootfs
-    /// mount point, resolv.conf, hostname and hosts.
+    /// `<root>/sandboxes/<id>`: record, bundle config.json, the rootfs mount point (the
+    /// overlay itself is mounted inside the pause's mount namespace), resolv.conf, hostname,
+    /// hosts and the pod's /dev/shm.
     pub fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.sandboxes.dir_of(id)
     }

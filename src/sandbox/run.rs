@@ -157,9 +157,7 @@ impl Context {
 
         let dir = self.sandbox_dir(id);
         rollback.push(Undo::RemoveRootfs { id: id.into() });
-        let rootfs = self
-            .prepare_overlay(&image, &dir, crate::snapshot::RootfsMode::ReadOnly)
-            .await?;
+        let (rootfs, rootfs_mount) = self.sandbox_rootfs(&image, &dir).await?;
         timer.step("rootfs");
 
         // Shared by the pod's containers (the pause itself mounts none of them).
@@ -198,6 +196,7 @@ impl Context {
             config,
             image_config: &image.config,
             rootfs: &rootfs,
+            rootfs_mount: Some(&rootfs_mount),
             netns_path: netns_path.as_deref(),
             cgroups_path: &record.cgroups_path,
             oom_score_adj: self.sandbox_oom_score_adj,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 pub use index::{SnapshotEntry, Snapshots, TmpSnapshot};
 pub use mount::{is_mountpoint, mount_overlay, unmount};
-pub use rootfs::{RootfsDirs, RootfsMode, prepare_rootfs, remove_rootfs};
+pub use rootfs::{RootfsDirs, prepare_rootfs, remove_rootfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

@@ -1,7 +1,5 @@
-//! A container's rootfs: the image's snapshots stacked by overlayfs at `base/rootfs`, writable
-//! through `base/upper` + `base/work`, or read-only with no upper at all (the pod sandbox,
-//! whose pause process never writes: no upper means no inodes to allocate, no copy-ups and
-//! nothing to delete at removal).
+//! A container's writable rootfs: `base/upper` + `base/work` over the image's snapshots,
+//! mounted at `base/rootfs`.
 
 use super::SnapshotError;
 use super::mount::{mount_overlay, unmount};
@@ -25,20 +23,9 @@ impl RootfsDirs {
     }
 }
 
-/// Whether the rootfs gets an upper layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootfsMode {
-    Writable,
-    ReadOnly,
-}
-
-/// Create `base/rootfs` (and `base/{upper,work}` when writable) and mount the overlay of
-/// `lowers` (top-most first) there. On failure everything this call created is removed again.
-pub fn prepare_rootfs(
-    lowers: &[PathBuf],
-    base: &Path,
-    mode: RootfsMode,
-) -> Result<RootfsDirs, SnapshotError> {
+/// Create `base/{upper,work,rootfs}` and mount the overlay of `lowers` (top-most first) at
+/// `base/rootfs`. On failure everything this call created is removed again.
+pub fn prepare_rootfs(lowers: &[PathBuf], base: &Path) -> Result<RootfsDirs, SnapshotError> {
     let dirs = RootfsDirs::new(base);
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| {
@@ -46,19 +33,14 @@ pub fn prepare_rootfs(
             std::fs::create_dir_all(base).map_err(SnapshotError::io(base))?;
             created.push(base.to_path_buf());
         }
-        let needed: &[&PathBuf] = match mode {
-            RootfsMode::Writable => &[&dirs.upper, &dirs.work, &dirs.merged],
-            RootfsMode::ReadOnly => &[&dirs.merged],
-        };
-        for d in needed {
+        for d in [&dirs.upper, &dirs.work, &dirs.merged] {
             match std::fs::create_dir(d) {
-                Ok(()) => created.push(d.to_path_buf()),
+                Ok(()) => created.push(d.clone()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(SnapshotError::io(*d)(e)),
+                Err(e) => return Err(SnapshotError::io(d)(e)),
             }
         }
-        let upper = (mode == RootfsMode::Writable).then_some((&*dirs.upper, &*dirs.work));
-        mount_overlay(lowers, upper, &dirs.merged)
+        mount_overlay(lowers, Some((&dirs.upper, &dirs.work)), &dirs.merged)
     })();
     if let Err(e) = result {
         for d in created.iter().rev() {
@@ -71,8 +53,7 @@ pub fn prepare_rootfs(
     Ok(dirs)
 }
 
-/// Unmount `base/rootfs` if mounted and remove upper, work and rootfs (those that exist).
-/// Idempotent. `base`
+/// Unmount `base/rootfs` if mounted and remove upper, work and rootfs. Idempotent. `base`
 /// itself belongs to the caller and is left in place.
 pub fn remove_rootfs(base: &Path) -> Result<(), SnapshotError> {
     let dirs = RootfsDirs::new(base);

@@ -561,7 +561,7 @@ fn concurrent_imports_serialise() {
 /// Root test: the built-in image's snapshots stack into a rootfs whose /pause runs.
 #[test]
 fn builtin_image_mounts_and_pause_runs() {
-    use crate::snapshot::{RootfsMode, is_mountpoint, prepare_rootfs, remove_rootfs};
+    use crate::snapshot::{is_mountpoint, prepare_rootfs, remove_rootfs};
     struct Cleanup(PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
@@ -572,8 +572,7 @@ fn builtin_image_mounts_and_pause_runs() {
     let rec = s.ensure_builtin().unwrap();
     let base = tmp.path().join("ctr");
     let _c = Cleanup(base.clone());
-    let dirs =
-        prepare_rootfs(&s.snapshot_dirs(&rec).unwrap(), &base, RootfsMode::Writable).unwrap();
+    let dirs = prepare_rootfs(&s.snapshot_dirs(&rec).unwrap(), &base).unwrap();
     assert!(is_mountpoint(&dirs.merged));
     let mut child = std::process::Command::new("chroot")
         .arg(&dirs.merged)

@@ -150,6 +150,7 @@ impl Fixture {
             config: &self.config,
             image_config: &self.image,
             rootfs: Path::new("/var/lib/crius/sandboxes/0123456789abcdef/rootfs"),
+            rootfs_mount: None,
             netns_path: Some(Path::new("/run/crius/netns/0123456789abcdef")),
             cgroups_path: "/kubepods/besteffort/pod3f5a0c1e/0123456789abcdef",
             oom_score_adj: -998,
@@ -302,6 +303,34 @@ fn every_mount_point_is_in_the_rootfs_skeleton() {
             );
         }
     }
+}
+
+#[test]
+fn rootfs_mount_comes_first() {
+    let f = Fixture::new();
+    let mut overlay = oci_spec::runtime::Mount::default();
+    overlay.set_destination("/".into());
+    overlay.set_typ(Some("overlay".into()));
+    let spec = sandbox_spec(&SandboxSpecInput {
+        id: "x",
+        config: &f.config,
+        image_config: &f.image,
+        rootfs: Path::new("/r"),
+        rootfs_mount: Some(&overlay),
+        netns_path: None,
+        cgroups_path: "/x",
+        oom_score_adj: 0,
+        seccomp_profile_root: Path::new("/"),
+    })
+    .unwrap();
+    let dests: Vec<_> = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.destination().clone())
+        .collect();
+    assert_eq!(dests, [Path::new("/"), Path::new("/dev")]);
 }
 
 #[test]
@@ -585,6 +614,7 @@ fn minimal_config_defaults() {
         config: &config,
         image_config: &image,
         rootfs: Path::new("/r"),
+        rootfs_mount: None,
         netns_path: None,
         cgroups_path: "/crius/id",
         oom_score_adj: 0,

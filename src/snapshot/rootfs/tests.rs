@@ -30,7 +30,7 @@ fn prepare_and_remove_rootfs_with_real_overlay() {
     let lowers = layers(tmp.path());
     let base = tmp.path().join("ctr");
     let _g = Unmount(vec![base.join("rootfs")]);
-    let dirs = prepare_rootfs(&lowers, &base, RootfsMode::Writable).unwrap();
+    let dirs = prepare_rootfs(&lowers, &base).unwrap();
     assert!(is_mountpoint(&dirs.merged));
     assert_eq!(
         std::fs::read_to_string(dirs.merged.join("shadowed")).unwrap(),
@@ -47,26 +47,6 @@ fn prepare_and_remove_rootfs_with_real_overlay() {
     assert!(!is_mountpoint(&dirs.merged));
     assert!(!dirs.upper.exists() && !dirs.work.exists() && !dirs.merged.exists());
     remove_rootfs(&base).unwrap();
-}
-
-#[test]
-fn readonly_rootfs_has_no_upper_and_refuses_writes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let lowers = layers(tmp.path());
-    let base = tmp.path().join("sandbox");
-    let _g = Unmount(vec![base.join("rootfs")]);
-    let dirs = prepare_rootfs(&lowers, &base, RootfsMode::ReadOnly).unwrap();
-    assert!(is_mountpoint(&dirs.merged));
-    assert_eq!(
-        std::fs::read_to_string(dirs.merged.join("shadowed")).unwrap(),
-        "top"
-    );
-    let e = std::fs::write(dirs.merged.join("x"), b"x").unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
-    assert!(!dirs.upper.exists() && !dirs.work.exists());
-    remove_rootfs(&base).unwrap();
-    assert!(!is_mountpoint(&dirs.merged) && !dirs.merged.exists());
-    assert!(base.exists(), "base belongs to the caller");
 }
 
 #[test]
@@ -104,12 +84,7 @@ fn failed_prepare_removes_what_it_created() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("ctr");
     let _g = Unmount(vec![base.join("rootfs")]);
-    let e = prepare_rootfs(
-        &[tmp.path().join("missing-lower")],
-        &base,
-        RootfsMode::Writable,
-    )
-    .unwrap_err();
+    let e = prepare_rootfs(&[tmp.path().join("missing-lower")], &base).unwrap_err();
     assert!(matches!(e, SnapshotError::Mount { .. }), "{e}");
     assert!(!base.exists(), "base and its subdirs removed");
 }
@@ -120,7 +95,7 @@ fn busy_mount_is_detached() {
     let lowers = layers(tmp.path());
     let base = tmp.path().join("ctr");
     let _g = Unmount(vec![base.join("rootfs")]);
-    let dirs = prepare_rootfs(&lowers, &base, RootfsMode::Writable).unwrap();
+    let dirs = prepare_rootfs(&lowers, &base).unwrap();
     // An open directory handle inside keeps the mount busy.
     let handle = std::fs::File::open(dirs.merged.join("etc")).unwrap();
     remove_rootfs(&base).unwrap();
