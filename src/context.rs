@@ -31,6 +31,13 @@ pub struct Context {
     pub cpu: CpuSampler,
 }
 
+/// Waits for a new record's background fsync (see `store::records`).
+pub async fn wait_synced(sync: crate::store::RecordSync) -> CriResult<()> {
+    sync.await
+        .map_err(|e| CriError::Internal(format!("record sync task: {e}")))?
+        .map_err(|e| CriError::internal("syncing the record to disk", e))
+}
+
 /// Serialises lifecycle operations per object id (libcontainer takes no lock of its own, and a
 /// Stop racing a Run must see the Run's finished record).
 #[derive(Default)]

@@ -127,9 +127,10 @@ impl Context {
             }
             Err(e) => return Err(CriError::internal("saving container record", e)),
         }
+        let synced = self.containers.sync_in_background(&id);
         let mut undo = vec![Undo::Record];
         match self
-            .create_steps(&record, &sandbox, &image, &mut undo)
+            .create_steps(&record, &sandbox, &image, synced, &mut undo)
             .await
         {
             Ok(()) => {
@@ -174,6 +175,7 @@ impl Context {
         record: &ContainerRecord,
         sandbox: &SandboxRecord,
         image: &ImageRecord,
+        record_synced: crate::store::RecordSync,
         undo: &mut Vec<Undo>,
     ) -> CriResult<()> {
         let id = record.id.as_str();
@@ -222,6 +224,8 @@ impl Context {
             .go()
             .await
             .map_err(|e| CriError::internal("creating the container", e))?;
+        // The first record's fsync ran alongside; it precedes any later version.
+        crate::context::wait_synced(record_synced).await?;
         self.containers
             .update(id, |r| {
                 r.init_pid = Some(created.init_pid);

@@ -1,6 +1,7 @@
 //! RunPodSandbox: the steps in order, each paired with its undo.
 //!
-//! start the monitor (it waits for the bundle) → reserve name + save record (Creating) →
+//! start the monitor (it waits for the bundle) → reserve name + save record (Creating; its
+//! fsync runs alongside and is awaited before CNI ADD) →
 //! sandbox image → read-only overlay rootfs → resolv.conf/hostname/hosts and /dev/shm for the
 //! containers → network namespace (created and pinned, loopback up) → OCI spec → bundle →
 //! the monitor creates the container, joining that namespace, while CNI ADD wires it → start
@@ -123,9 +124,13 @@ impl Context {
             }
             Err(e) => return Err(CriError::internal("saving sandbox record", e)),
         }
+        let synced = self.sandboxes.sync_in_background(&id);
         let mut rollback = Rollback::default();
         rollback.push(Undo::DeleteRecord { id: id.clone() });
-        match self.run_steps(&record, pending, &mut rollback).await {
+        match self
+            .run_steps(&record, pending, synced, &mut rollback)
+            .await
+        {
             Ok(()) => {
                 rollback.commit();
                 tracing::info!(sandbox = %id, "pod sandbox ready");
@@ -146,6 +151,7 @@ impl Context {
         &self,
         record: &SandboxRecord,
         monitor: PendingCreate,
+        record_synced: crate::store::RecordSync,
         rollback: &mut Rollback,
     ) -> CriResult<()> {
         let id = record.id.as_str();
@@ -221,8 +227,16 @@ impl Context {
                 .map_err(|e| CriError::internal("creating the sandbox container", e))
         };
         let (created, network) = match &netns_path {
-            None => (create.await?, None),
+            None => {
+                let created = create.await?;
+                // Nothing so far outlives a power loss outside our root directory.
+                crate::context::wait_synced(record_synced).await?;
+                (created, None)
+            }
             Some(netns) => {
+                // The IP the plugins allocate outlives a power loss: the record that lets a
+                // later Stop release it must be on disk first.
+                crate::context::wait_synced(record_synced).await?;
                 // Pushed before ADD: a plugin that fails half way may already hold an IP.
                 rollback.push(Undo::CniTeardown {
                     id: id.into(),

@@ -2,14 +2,16 @@
 //! next to the object's own files, plus the name reservations that keep two create calls for
 //! the same kubelet name from both succeeding.
 //!
-//! The first record of an object is durable (write-temp + fsync + rename + directory fsync): it
-//! exists before any side effect, so whatever a power loss interrupts can be found and undone
-//! (CNI IPs on disk, directories). Updates replace the file through a rename without fsync:
-//! they describe processes, which a power loss ends anyway, and a daemon crash keeps them in
-//! the page cache. After a power loss a record reads as its durable first version or as a
-//! later one, both of which recovery handles (an interrupted create is torn down, a gone
-//! process is reported exited); the two fsyncs an update would cost are a third of
-//! RunPodSandbox's disk waits.
+//! The first record of an object is made durable by [`RecordStore::sync`] (fsync of the file,
+//! its directory and the parent), which the caller runs alongside its next steps and waits for
+//! before the first side effect that outlives a power loss outside the root directory (a CNI
+//! IP allocation): whatever a power loss interrupts can then be found and undone. Files under
+//! the root that lose their record are removed as orphans at start-up. Updates replace the
+//! file through a rename without fsync: they describe processes, which a power loss ends
+//! anyway, and a daemon crash keeps them in the page cache. After a power loss a record reads
+//! as its durable first version or as a later one, both of which recovery handles (an
+//! interrupted create is torn down, a gone process is reported exited). Keeping the fsyncs
+//! off the request's path saves about 1.5 ms per create on the test VM.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,13 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 const RECORD_FILE: &str = "record.json";
-
-/// How a record reaches the disk (see the module doc).
-#[derive(Debug, Clone, Copy)]
-enum Durability {
-    Durable,
-    Replace,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,6 +51,9 @@ struct Inner<R> {
     records: HashMap<String, R>,
     names: HashMap<String, String>,
 }
+
+/// A record's fsync running in the background ([`RecordStore::sync_in_background`]).
+pub type RecordSync = tokio::task::JoinHandle<Result<(), StoreError>>;
 
 /// All records of one kind. Cloning shares the same store.
 pub struct RecordStore<R> {
@@ -150,7 +148,7 @@ impl<R: Record> RecordStore<R> {
                 path: dir.clone(),
                 source,
             })
-            .and_then(|_| self.persist(&record, Durability::Durable));
+            .and_then(|_| self.persist(&record));
         let mut inner = self.inner.write().expect("store lock");
         match result {
             Ok(()) => {
@@ -165,21 +163,44 @@ impl<R: Record> RecordStore<R> {
         }
     }
 
-    fn persist(&self, record: &R, durability: Durability) -> Result<(), StoreError> {
+    fn persist(&self, record: &R) -> Result<(), StoreError> {
         let path = self.dir_of(record.id()).join(RECORD_FILE);
         let bytes = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Corrupt {
             path: path.clone(),
             source,
         })?;
-        let written = match durability {
-            Durability::Durable => crate::util::atomic_write(&path, &bytes),
-            Durability::Replace => crate::util::replace_file(&path, &bytes),
-        };
-        written.map_err(|source| StoreError::Io {
+        crate::util::replace_file(&path, &bytes).map_err(|source| StoreError::Io {
             action: "writing",
             path,
             source,
         })
+    }
+
+    /// Starts [`sync`](Self::sync) of `id` on a blocking thread; await the handle where the
+    /// record must be durable.
+    pub fn sync_in_background(&self, id: &str) -> RecordSync
+    where
+        R: Send + Sync + 'static,
+    {
+        let store = self.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || store.sync(&id))
+    }
+
+    /// Make the record of `id` and its directory entries durable (see the module doc).
+    /// Blocking: run it on a blocking thread.
+    pub fn sync(&self, id: &str) -> Result<(), StoreError> {
+        let dir = self.dir_of(id);
+        for path in [dir.join(RECORD_FILE), dir.clone(), self.dir.clone()] {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| StoreError::Io {
+                    action: "syncing",
+                    path,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Change a record: the change is written (not fsynced, see the module doc) before it is
@@ -192,7 +213,7 @@ impl<R: Record> RecordStore<R> {
             .get(id)
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         change(&mut record);
-        self.persist(&record, Durability::Replace)?;
+        self.persist(&record)?;
         let mut inner = self.inner.write().expect("store lock");
         if inner.records.contains_key(id) {
             inner.records.insert(id.to_string(), record.clone());
