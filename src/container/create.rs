@@ -74,6 +74,7 @@ impl Context {
         sandbox_id: &str,
         config: ContainerConfig,
     ) -> CriResult<String> {
+        super::migration_prime::start();
         // Holding the pod's lock keeps StopPodSandbox/RemovePodSandbox from racing a create.
         let _pod = self.locks.lock(sandbox_id).await;
         let sandbox = self

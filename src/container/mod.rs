@@ -8,6 +8,7 @@ pub mod create;
 pub mod events;
 pub mod exec;
 pub mod list;
+pub mod migration_prime;
 pub mod recover;
 pub mod remove;
 pub mod rootfs_files;
