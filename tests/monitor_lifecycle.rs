@@ -196,11 +196,16 @@ async fn create_start_sigterm_records_143() {
     assert_eq!(state.status, ContainerStatus::Created);
     assert_eq!(state.pid, created.init_pid);
     assert!(Path::new(&format!("/proc/{}", created.init_pid)).exists());
-    // init was handed from the helper to the monitor, which reaps it.
-    assert_eq!(
-        status_field(created.init_pid, "PPid:").unwrap(),
-        created.monitor_pid.to_string()
-    );
+    // init is handed from the helper to the monitor, which reaps it. The monitor reports the
+    // container created as soon as the helper replied, so the helper may still be exiting.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status_field(created.init_pid, "PPid:").unwrap() != created.monitor_pid.to_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "init never became the monitor's child"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     // The launcher that spawned the monitor is gone: the monitor was reparented away from us.
     let ppid = status_field(created.monitor_pid, "PPid:").unwrap();
     assert_ne!(ppid, std::process::id().to_string());

@@ -6,10 +6,11 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, fork};
+use nix::unistd::{ForkResult, Pid, fork};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use super::sys;
 
@@ -47,6 +48,70 @@ pub fn run_keeping<F>(what: &'static str, keep: &[RawFd], op: F) -> Result<Strin
 where
     F: FnOnce() -> Result<String, String>,
 {
+    let (child, rx) = spawn(what, keep, op)?;
+    let status = wait(what, child)?;
+    parse_reply(what, &drain(rx), status)
+}
+
+/// Like [`run_keeping`], but returns as soon as the reply is complete and leaves the exiting
+/// helper to the caller's reaping (SIGCHLD). A helper's exit can take milliseconds: the create
+/// helper's private mount namespace is torn down then, which waits for an expedited RCU grace
+/// period. Without a reply, the helper's exit decides as in [`run_keeping`].
+pub fn run_keeping_reply_first<F>(
+    what: &'static str,
+    keep: &[RawFd],
+    op: F,
+) -> Result<String, HelperError>
+where
+    F: FnOnce() -> Result<String, String>,
+{
+    let (child, rx) = spawn(what, keep, op)?;
+    // SAFETY: pidfd_open has no memory arguments; a failure leaves us on waitpid below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+    let pidfd = (pidfd >= 0).then(|| {
+        // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }
+    });
+    let _ = fcntl(rx.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut pipe = std::fs::File::from(rx);
+    if let Some(pidfd) = &pidfd {
+        loop {
+            let mut fds = [
+                PollFd::new(pipe.as_fd(), PollFlags::POLLIN),
+                PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(source) => return Err(HelperError::Wait { what, source }),
+            }
+            let exited = fds[1].any().unwrap_or(false);
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(n) if n > 0 => reply.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    _ => break,
+                }
+            }
+            if complete(&reply) {
+                return parse_reply(what, &reply, WaitStatus::StillAlive);
+            }
+            if exited {
+                break;
+            }
+        }
+    }
+    let status = wait(what, child)?;
+    reply.extend(drain(pipe.into()));
+    parse_reply(what, &reply, status)
+}
+
+/// Forks the helper running `op`; returns its pid and the read end of its reply pipe.
+fn spawn<F>(what: &'static str, keep: &[RawFd], op: F) -> Result<(Pid, OwnedFd), HelperError>
+where
+    F: FnOnce() -> Result<String, String>,
+{
     let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
         .map_err(|source| HelperError::Pipe { what, source })?;
     // SAFETY: the monitor is single-threaded, so the child is a full copy with no lock held by
@@ -59,15 +124,27 @@ where
         ForkResult::Parent { child } => {
             drop(tx);
             drop(op);
-            let status = loop {
-                match waitpid(child, None) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other.map_err(|source| HelperError::Wait { what, source })?,
-                }
-            };
-            parse_reply(what, &drain(rx), status)
+            Ok((child, rx))
         }
     }
+}
+
+fn wait(what: &'static str, child: Pid) -> Result<WaitStatus, HelperError> {
+    loop {
+        match waitpid(child, None) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map_err(|source| HelperError::Wait { what, source }),
+        }
+    }
+}
+
+/// Length of a reply's header: the tag byte and the text's length (u32, little endian).
+const HEADER: usize = 5;
+
+fn complete(reply: &[u8]) -> bool {
+    reply.len() >= HEADER
+        && reply.len() - HEADER
+            >= u32::from_le_bytes([reply[1], reply[2], reply[3], reply[4]]) as usize
 }
 
 fn child<F>(tx: OwnedFd, keep: &[RawFd], op: F) -> !
@@ -84,9 +161,11 @@ where
         Ok(text) => (b'+', text, 0),
         Err(text) => (b'-', text, 1),
     };
-    let mut msg = Vec::with_capacity(1 + text.len().min(MAX_REPLY));
+    let text = &text.as_bytes()[..text.len().min(MAX_REPLY)];
+    let mut msg = Vec::with_capacity(HEADER + text.len());
     msg.push(tag);
-    msg.extend_from_slice(&text.as_bytes()[..text.len().min(MAX_REPLY)]);
+    msg.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    msg.extend_from_slice(text);
     let _ = std::fs::File::from(tx).write_all(&msg);
     // SAFETY: _exit skips atexit handlers and destructors that belong to the monitor's copy of
     // the process state.
@@ -117,11 +196,12 @@ fn parse_reply(
     reply: &[u8],
     status: WaitStatus,
 ) -> Result<String, HelperError> {
-    match reply.split_first() {
-        Some((b'+', text)) => Ok(String::from_utf8_lossy(text).into_owned()),
-        Some((b'-', text)) => Err(HelperError::Failed {
+    let text = || String::from_utf8_lossy(&reply[HEADER..]).into_owned();
+    match reply.first() {
+        Some(b'+') if complete(reply) => Ok(text()),
+        Some(b'-') if complete(reply) => Err(HelperError::Failed {
             what,
-            reason: String::from_utf8_lossy(text).into_owned(),
+            reason: text(),
         }),
         _ => Err(HelperError::NoReply {
             what,
@@ -141,13 +221,19 @@ fn describe(status: WaitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::unistd::Pid;
+
+    fn framed(tag: u8, text: &str) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        v.extend_from_slice(text.as_bytes());
+        v
+    }
 
     #[test]
     fn replies_are_parsed() {
         let ok = WaitStatus::Exited(Pid::from_raw(1), 0);
-        assert_eq!(parse_reply("x", b"+42", ok).unwrap(), "42");
-        let err = parse_reply("create", b"-no such file", ok).unwrap_err();
+        assert_eq!(parse_reply("x", &framed(b'+', "42"), ok).unwrap(), "42");
+        let err = parse_reply("create", &framed(b'-', "no such file"), ok).unwrap_err();
         assert_eq!(err.to_string(), "create failed: no such file");
         let none = parse_reply(
             "start",
@@ -156,5 +242,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(none.to_string().contains("killed by SIGSEGV"), "{none}");
+        let cut = framed(b'+', "12345");
+        assert!(!complete(&cut[..7]));
+        assert!(
+            parse_reply("x", &cut[..7], ok).is_err(),
+            "a cut reply is no reply"
+        );
+    }
+
+    #[test]
+    fn reply_first_reports_replies_and_silent_deaths() {
+        let reply = run_keeping_reply_first("ok", &[], || Ok("done".to_owned())).unwrap();
+        assert_eq!(reply, "done");
+        let failed = run_keeping_reply_first("failing", &[], || Err("nope".to_owned()));
+        assert_eq!(failed.unwrap_err().to_string(), "failing failed: nope");
+        let silent = run_keeping_reply_first("silent", &[], || {
+            // SAFETY: ends the forked child at once, before it could reply.
+            unsafe { libc::_exit(3) }
+        });
+        let e = silent.unwrap_err().to_string();
+        assert!(e.contains("without a reply (exit code 3)"), "{e}");
+        // The helpers that replied stay unreaped here (the monitor's SIGCHLD loop reaps them);
+        // reaping with -1 in a test would steal other tests' children.
     }
 }

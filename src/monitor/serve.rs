@@ -177,7 +177,7 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         ChildStdio::Console(_) => Vec::new(),
     };
     let (own, bundle) = own_cgroup_plan(cfg)?;
-    let reply = helper::run_keeping("libcontainer create", &keep, || {
+    let reply = helper::run_keeping_reply_first("libcontainer create", &keep, || {
         if let Some(plan) = &own {
             own_cgroup::enter(plan).map_err(|e| format!("cgroup: {e}"))?;
         }
@@ -225,7 +225,8 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
             return Err(e);
         }
     };
-    // The helper has exited, so init is ours now (we are its subreaper).
+    // The helper is exiting (its reply came first); init becomes ours, the subreaper's, when it
+    // is gone, and the run loop reaps both.
     let cgroup = match ContainerCgroup::of(init.as_raw()) {
         Ok(c) => c,
         Err(e) => {
