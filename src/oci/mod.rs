@@ -51,3 +51,13 @@ pub(crate) fn clear_unused_linux_fields(linux: &mut oci_spec::runtime::Linux) {
     linux.set_memory_policy(None);
     linux.set_time_offsets(None);
 }
+
+/// The spec's mount destinations in order (for tests that check what a spec mounts).
+#[cfg(test)]
+pub(crate) fn mount_destinations(spec: &oci_spec::runtime::Spec) -> Vec<std::path::PathBuf> {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .map(|m| m.destination().clone())
+        .collect()
+}

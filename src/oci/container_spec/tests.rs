@@ -710,13 +710,7 @@ fn mounts_are_ordered_parents_first() {
         ),
     ];
     let spec = f.build().unwrap();
-    let dests: Vec<_> = spec
-        .mounts()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|m| m.destination().clone())
-        .collect();
+    let dests = crate::oci::mount_destinations(&spec);
     let pos = |d: &str| dests.iter().position(|x| x == Path::new(d)).unwrap();
     assert!(pos("/data") < pos("/data/cache/x"));
 }

@@ -274,13 +274,7 @@ fn typical_sandbox_details() {
     );
     assert_eq!(ann["kubernetes.io/config.source"], "api");
 
-    let dests: Vec<_> = spec
-        .mounts()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|m| m.destination().clone())
-        .collect();
+    let dests = crate::oci::mount_destinations(&spec);
     assert_eq!(dests, [Path::new("/dev")], "the pause mounts only /dev");
     assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
     assert!(linux.masked_paths().is_none() && linux.readonly_paths().is_none());
@@ -323,13 +317,7 @@ fn rootfs_mount_comes_first() {
         seccomp_profile_root: Path::new("/"),
     })
     .unwrap();
-    let dests: Vec<_> = spec
-        .mounts()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|m| m.destination().clone())
-        .collect();
+    let dests = crate::oci::mount_destinations(&spec);
     assert_eq!(dests, [Path::new("/"), Path::new("/dev")]);
 }
 
