@@ -5,7 +5,7 @@
 use crate::context::Context;
 use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
-use crate::monitor::{MonitorConfig, Stdio};
+use crate::monitor::Stdio;
 use crate::oci::{ContainerSpecInput, SandboxFiles};
 use crate::store::container::{CONTAINER_RECORD_VERSION, container_name};
 use crate::store::{ContainerRecord, ContainerState, SandboxRecord, StoreError};
@@ -185,8 +185,7 @@ impl Context {
 
         // The monitor starts now and waits for the bundle: its exec overlaps with the rootfs
         // and spec below. Dropped on an error, it is killed before it created anything.
-        let mut monitor = MonitorConfig::new(id, &dir, &self.monitor_dir(id), &self.runtime_root());
-        monitor.exe = self.exe.clone();
+        let mut monitor = self.monitor_config(id, &dir);
         monitor.stdio = Stdio {
             log_path: record.log_path.clone(),
             tty: config.tty,

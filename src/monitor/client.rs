@@ -117,14 +117,7 @@ pub fn prepare_create(cfg: &MonitorConfig) -> Result<PendingCreate, MonitorError
         made_dir,
         child: None,
     };
-    let child = launcher_command(cfg)
-        .spawn()
-        .map_err(|source| MonitorError::Io {
-            what: "execute",
-            path: cfg.exe.clone(),
-            source,
-        })?;
-    pending.child = Some(child);
+    pending.child = Some(spawn(&mut launcher_command(cfg), &cfg.exe)?);
     Ok(pending)
 }
 
@@ -154,20 +147,7 @@ impl PendingCreate {
             // A launcher that died already fails below with its own message.
             let _ = stdin.write_all(b"g").await;
         }
-        let output = match tokio::time::timeout(CREATE_TIMEOUT, child.wait_with_output()).await {
-            Err(_) => {
-                return Err(MonitorError::Timeout {
-                    op: "create",
-                    dir: cfg.dir.clone(),
-                    timeout: CREATE_TIMEOUT,
-                });
-            }
-            Ok(output) => output.map_err(|source| MonitorError::Io {
-                what: "wait for",
-                path: cfg.exe.clone(),
-                source,
-            })?,
-        };
+        let output = wait_with_timeout(child, CREATE_TIMEOUT, &cfg.exe, &cfg.dir, "create").await?;
         if !output.status.success() {
             return Err(MonitorError::CreateFailed {
                 id: cfg.id.clone(),
@@ -239,11 +219,26 @@ async fn run_with_timeout(
     dir: &Path,
     op: &'static str,
 ) -> Result<std::process::Output, MonitorError> {
-    let child = cmd.spawn().map_err(|source| MonitorError::Io {
+    let child = spawn(&mut cmd, exe)?;
+    wait_with_timeout(child, timeout, exe, dir, op).await
+}
+
+fn spawn(cmd: &mut Command, exe: &Path) -> Result<tokio::process::Child, MonitorError> {
+    cmd.spawn().map_err(|source| MonitorError::Io {
         what: "execute",
         path: exe.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// Waits for `child` and collects its output; `op` names it in the timeout error.
+async fn wait_with_timeout(
+    child: tokio::process::Child,
+    timeout: Duration,
+    exe: &Path,
+    dir: &Path,
+    op: &'static str,
+) -> Result<std::process::Output, MonitorError> {
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Err(_) => Err(MonitorError::Timeout {
             op,

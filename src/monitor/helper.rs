@@ -74,7 +74,6 @@ where
     });
     let _ = fcntl(rx.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
     let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
     let mut pipe = std::fs::File::from(rx);
     if let Some(pidfd) = &pidfd {
         loop {
@@ -87,13 +86,7 @@ where
                 Err(source) => return Err(HelperError::Wait { what, source }),
             }
             let exited = fds[1].any().unwrap_or(false);
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(n) if n > 0 => reply.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    _ => break,
-                }
-            }
+            read_available(&mut pipe, &mut reply);
             if complete(&reply) {
                 return parse_reply(what, &reply, WaitStatus::StillAlive);
             }
@@ -103,7 +96,7 @@ where
         }
     }
     let status = wait(what, child)?;
-    reply.extend(drain(pipe.into()));
+    read_available(&mut pipe, &mut reply);
     parse_reply(what, &reply, status)
 }
 
@@ -177,18 +170,22 @@ where
 /// there instead of waiting for EOF.
 fn drain(rx: OwnedFd) -> Vec<u8> {
     let _ = fcntl(rx.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-    let mut file = std::fs::File::from(rx);
     let mut out = Vec::new();
+    read_available(&mut std::fs::File::from(rx), &mut out);
+    out
+}
+
+/// Appends what a non-blocking pipe holds now to `out`, up to EOF or "would block".
+fn read_available(pipe: &mut std::fs::File, out: &mut Vec<u8>) {
     let mut buf = [0u8; 4096];
     loop {
-        match file.read(&mut buf) {
+        match pipe.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }
-    out
 }
 
 fn parse_reply(

@@ -3,7 +3,7 @@
 //! is made before its sandbox container ([`create`]), so that CNI can wire it while the
 //! container is being created; [`pin`] pins the namespace of an existing process.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -28,23 +28,11 @@ pub fn pin(pid: i32, path: &Path) -> Result<(), NetworkError> {
 pub fn create(path: &Path) -> Result<(), NetworkError> {
     placeholder(path)?;
     let owned = path.to_path_buf();
-    let worker = std::thread::Builder::new()
-        .name("netns-create".into())
-        .spawn(move || {
-            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(|e| NetworkError::netns(&owned, "unshare", e))?;
-            lo_up(&owned)?;
-            bind(Path::new("/proc/thread-self/ns/net"), &owned)
-        })
-        .map_err(|e| NetworkError::netns(path, "spawn a thread", e));
-    let result = worker.and_then(|w| {
-        w.join().unwrap_or_else(|_| {
-            Err(NetworkError::netns(
-                path,
-                "create",
-                io::Error::other("the worker thread panicked"),
-            ))
-        })
+    let result = on_own_thread(path, "netns-create", move || {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetworkError::netns(&owned, "unshare", e))?;
+        lo_up(&owned)?;
+        bind(Path::new("/proc/thread-self/ns/net"), &owned)
     });
     match &result {
         Ok(()) => tracing::debug!(path = %path.display(), "created network namespace"),
@@ -54,6 +42,25 @@ pub fn create(path: &Path) -> Result<(), NetworkError> {
         Err(_) => {}
     }
     result
+}
+
+/// Runs `work` on a new thread and waits for it: unshare(2) and setns(2) move only the calling
+/// thread, which must never go back to a pool carrying a pod's namespace.
+fn on_own_thread<F>(path: &Path, name: &'static str, work: F) -> Result<(), NetworkError>
+where
+    F: FnOnce() -> Result<(), NetworkError> + Send + 'static,
+{
+    let worker = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map_err(|e| NetworkError::netns(path, "spawn a thread", e))?;
+    worker.join().unwrap_or_else(|_| {
+        Err(NetworkError::netns(
+            path,
+            name,
+            io::Error::other("the worker thread panicked"),
+        ))
+    })
 }
 
 /// The empty file a namespace is bind-mounted onto; refuses a path that already is a pin.
@@ -126,34 +133,6 @@ pub fn is_pinned(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
         .unwrap_or(false)
-}
-
-/// Bring up the loopback interface inside the namespace at `path` (libcontainer leaves it down,
-/// and CNI plugins only configure the pod's eth0).
-///
-/// setns(2) changes the calling thread only, so it runs on a thread of its own that exits
-/// afterwards: a tokio worker or blocking-pool thread would carry the pod's namespace into
-/// whatever task it runs next.
-pub fn loopback_up(path: &Path) -> Result<(), NetworkError> {
-    let ns = File::open(path).map_err(|e| NetworkError::netns(path, "open", e))?;
-    let owned = path.to_path_buf();
-    let worker = std::thread::Builder::new()
-        .name("netns-lo-up".into())
-        .spawn(move || set_up_in(&ns, &owned))
-        .map_err(|e| NetworkError::netns(path, "spawn a thread", e))?;
-    worker.join().unwrap_or_else(|_| {
-        Err(NetworkError::netns(
-            path,
-            "bring up lo",
-            io::Error::other("the worker thread panicked"),
-        ))
-    })
-}
-
-fn set_up_in(ns: &File, path: &Path) -> Result<(), NetworkError> {
-    nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
-        .map_err(|e| NetworkError::netns(path, "setns", e))?;
-    lo_up(path)
 }
 
 /// Set IFF_UP on `lo` of the calling thread's network namespace (`path` names it in errors).

@@ -1,6 +1,7 @@
 //! Where a sandbox's files live. Kept in one place so run, stop, remove and recovery agree.
 
 use super::Context;
+use crate::monitor::MonitorConfig;
 use std::path::PathBuf;
 
 impl Context {
@@ -20,6 +21,15 @@ impl Context {
     /// The host-side tmpfs that is the pod's /dev/shm (pods with their own IPC namespace).
     pub fn sandbox_shm_dir(&self, id: &str) -> PathBuf {
         self.sandbox_dir(id).join("shm")
+    }
+
+    /// How to launch the monitor of sandbox or container `id` with bundle `bundle`: this
+    /// binary, the object's monitor dir and libcontainer's state root; stdio on /dev/null.
+    pub fn monitor_config(&self, id: &str, bundle: &std::path::Path) -> MonitorConfig {
+        let mut config =
+            MonitorConfig::new(id, bundle, &self.monitor_dir(id), &self.runtime_root());
+        config.exe = self.exe.clone();
+        config
     }
 
     pub fn netns_path(&self, id: &str) -> PathBuf {

@@ -11,7 +11,7 @@ use super::Context;
 use super::rollback::{Rollback, Undo};
 use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
-use crate::monitor::{MonitorClient, MonitorConfig, PendingCreate};
+use crate::monitor::{MonitorClient, PendingCreate};
 use crate::network::PodNetwork;
 use crate::oci::spec::SandboxSpecInput;
 use crate::store::sandbox::{RECORD_VERSION, sandbox_name};
@@ -106,13 +106,7 @@ impl Context {
         };
         // The monitor starts now and waits for the bundle: its exec overlaps with the record,
         // rootfs and spec below.
-        let mut monitor = MonitorConfig::new(
-            &id,
-            &self.sandbox_dir(&id),
-            &self.monitor_dir(&id),
-            &self.runtime_root(),
-        );
-        monitor.exe = self.exe.clone();
+        let monitor = self.monitor_config(&id, &self.sandbox_dir(&id));
         let pending = crate::monitor::prepare_create(&monitor)
             .map_err(|e| CriError::internal("starting the sandbox's monitor", e))?;
         match self.sandboxes.create(record.clone()) {
