@@ -13,7 +13,7 @@ use serde_json::json;
 use super::config_json;
 use super::connect::{Client, Deadline};
 use super::error::CliError;
-use super::output::{self, Format, Table};
+use super::output::{self, ListOutput, Table};
 
 /// `crius ps`: list containers (running ones unless -a).
 #[derive(clap::Args, Debug)]
@@ -36,14 +36,8 @@ pub struct PsArgs {
     /// Only containers with this label (key=value; repeatable).
     #[arg(long)]
     pub label: Vec<String>,
-    /// Print only container ids.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Show full ids.
-    #[arg(long)]
-    pub no_trunc: bool,
-    #[arg(long, short, value_enum, default_value_t)]
-    pub output: Format,
+    #[command(flatten)]
+    pub list: ListOutput,
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,14 +157,12 @@ pub async fn list(c: &Client, args: &PsArgs) -> Result<Vec<Container>, CliError>
 
 pub async fn ps(c: &Client, args: &PsArgs) -> Result<(), CliError> {
     let containers = list(c, args).await?;
-    if args.quiet {
-        for ct in &containers {
-            println!("{}", ct.id);
-        }
-        return Ok(());
-    }
-    if args.output == Format::Json {
-        return output::print_json(&json!({ "containers": containers }));
+    let ids = containers.iter().map(|ct| ct.id.as_str());
+    if let Some(done) = args
+        .list
+        .print_ids_or_json(ids, || json!({ "containers": containers }))
+    {
+        return done;
     }
     let now = crate::util::now_nanos();
     let mut t = Table::new(&[
@@ -184,17 +176,10 @@ pub async fn ps(c: &Client, args: &PsArgs) -> Result<(), CliError> {
     ]);
     for ct in &containers {
         let m = ct.metadata.clone().unwrap_or_default();
-        let (id, pod) = if args.no_trunc {
-            (ct.id.clone(), ct.pod_sandbox_id.clone())
-        } else {
-            (
-                output::short_id(&ct.id),
-                output::short_id(&ct.pod_sandbox_id),
-            )
-        };
+        let (id, pod) = (args.list.id(&ct.id), args.list.id(&ct.pod_sandbox_id));
         t.row(vec![
             id,
-            image_column(ct, args.no_trunc),
+            image_column(ct, args.list.no_trunc),
             output::relative_time(ct.created_at, now),
             state_name(ct.state).to_string(),
             m.name,
@@ -289,9 +274,7 @@ pub async fn remove(c: &Client, args: &RmArgs) -> Result<(), CliError> {
             id: None,
             state: None,
             label: Vec::new(),
-            quiet: true,
-            no_trunc: true,
-            output: Format::Table,
+            list: ListOutput::default(),
         };
         list(c, &all).await?.into_iter().map(|ct| ct.id).collect()
     } else if args.ids.is_empty() {

@@ -9,20 +9,14 @@ use serde_json::json;
 
 use super::connect::{Client, Deadline};
 use super::error::CliError;
-use super::output::{self, Format, Table};
+use super::output::{self, ListOutput, Table};
 
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
     /// Only images matching this reference (repository, repository:tag or id).
     pub reference: Option<String>,
-    /// Print only image ids.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Show full ids.
-    #[arg(long)]
-    pub no_trunc: bool,
-    #[arg(long, short, value_enum, default_value_t)]
-    pub output: Format,
+    #[command(flatten)]
+    pub list: ListOutput,
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,22 +101,16 @@ pub async fn images(c: &Client, args: &ImagesArgs) -> Result<(), CliError> {
         images.retain(|i| matches(i, r));
     }
     images.sort_by(|a, b| a.repo_tags.first().cmp(&b.repo_tags.first()));
-    if args.quiet {
-        for i in &images {
-            println!("{}", i.id);
-        }
-        return Ok(());
-    }
-    if args.output == Format::Json {
-        return output::print_json(&json!({ "images": images }));
+    let ids = images.iter().map(|i| i.id.as_str());
+    if let Some(done) = args
+        .list
+        .print_ids_or_json(ids, || json!({ "images": images }))
+    {
+        return done;
     }
     let mut t = Table::new(&["IMAGE", "TAG", "IMAGE ID", "SIZE"]);
     for i in &images {
-        let id = if args.no_trunc {
-            i.id.clone()
-        } else {
-            output::short_id(&i.id)
-        };
+        let id = args.list.id(&i.id);
         for (repo, tag) in repo_tag_rows(i) {
             t.row(vec![repo, tag, id.clone(), output::human_size(i.size)]);
         }

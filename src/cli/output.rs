@@ -25,6 +25,46 @@ pub enum Format {
     Json,
 }
 
+/// The output options of the list verbs (pods, ps, images), crictl's flags.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct ListOutput {
+    /// Print only ids.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Show full ids.
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Format,
+}
+
+impl ListOutput {
+    /// Prints `ids` one a line (`-q`) or `json` (`-o json`) and returns `Some`; `None` when a
+    /// table is wanted.
+    pub fn print_ids_or_json<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        json: impl FnOnce() -> Value,
+    ) -> Option<Result<(), CliError>> {
+        if self.quiet {
+            for id in ids {
+                println!("{id}");
+            }
+            return Some(Ok(()));
+        }
+        (self.output == Format::Json).then(|| print_json(&json()))
+    }
+
+    /// An id as the table shows it: whole with `--no-trunc`, else shortened.
+    pub fn id(&self, id: &str) -> String {
+        if self.no_trunc {
+            id.to_owned()
+        } else {
+            short_id(id)
+        }
+    }
+}
+
 /// A table printed with every column aligned; the last column is not padded.
 pub struct Table {
     rows: Vec<Vec<String>>,

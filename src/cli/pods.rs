@@ -12,7 +12,7 @@ use serde_json::json;
 use super::config_json;
 use super::connect::{Client, Deadline};
 use super::error::CliError;
-use super::output::{self, Format, Table};
+use super::output::{self, ListOutput, Table};
 
 /// `crius pods`: list pod sandboxes.
 #[derive(clap::Args, Debug)]
@@ -32,14 +32,8 @@ pub struct PodsArgs {
     /// Only the pod with this id (or id prefix, where the runtime supports it).
     #[arg(long)]
     pub id: Option<String>,
-    /// Print only pod ids.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Show full ids.
-    #[arg(long)]
-    pub no_trunc: bool,
-    #[arg(long, short, value_enum, default_value_t)]
-    pub output: Format,
+    #[command(flatten)]
+    pub list: ListOutput,
 }
 
 /// Pod ids, optionally every pod (`-a`), with `-f` to stop before removing.
@@ -116,14 +110,12 @@ pub async fn list_pods(c: &Client, args: &PodsArgs) -> Result<(), CliError> {
         .collect();
     // Newest first, as crictl lists them.
     pods.sort_by_key(|p| std::cmp::Reverse(p.created_at));
-    if args.quiet {
-        for p in &pods {
-            println!("{}", p.id);
-        }
-        return Ok(());
-    }
-    if args.output == Format::Json {
-        return output::print_json(&json!({ "items": pods }));
+    let ids = pods.iter().map(|p| p.id.as_str());
+    if let Some(done) = args
+        .list
+        .print_ids_or_json(ids, || json!({ "items": pods }))
+    {
+        return done;
     }
     let now = crate::util::now_nanos();
     let mut t = Table::new(&[
@@ -137,11 +129,7 @@ pub async fn list_pods(c: &Client, args: &PodsArgs) -> Result<(), CliError> {
     ]);
     for p in &pods {
         let m = p.metadata.clone().unwrap_or_default();
-        let id = if args.no_trunc {
-            p.id.clone()
-        } else {
-            output::short_id(&p.id)
-        };
+        let id = args.list.id(&p.id);
         let runtime = if p.runtime_handler.is_empty() {
             "(default)".to_string()
         } else {
