@@ -23,6 +23,8 @@ pub struct Context {
     pub locks: OpLocks,
     /// This binary, re-executed as `crius monitor`.
     pub exe: PathBuf,
+    /// A `crius monitor` ready for the next create.
+    pub standby: Arc<crate::monitor::Standby>,
     /// The oom_score_adj the pause process gets after clamping to what the node allows.
     pub sandbox_oom_score_adj: i32,
     /// Container lifecycle events for GetContainerEvents subscribers (kubelet's evented PLEG).

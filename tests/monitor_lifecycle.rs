@@ -2,7 +2,8 @@
 //! namespaces and cgroups). Containers run a static busybox copied into a temp rootfs.
 
 use crius::monitor::{
-    ContainerStatus, MonitorClient, MonitorConfig, MonitorError, cleanup_orphan, spawn_create,
+    ContainerStatus, MonitorClient, MonitorConfig, MonitorError, Standby, cleanup_orphan,
+    spawn_create,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,7 @@ impl Fixture {
             runtime_root: self.runtime_root(),
             exe: Self::exe(),
             stdio: Default::default(),
+            start: false,
         }
     }
     fn client(&self) -> MonitorClient {
@@ -307,6 +309,104 @@ async fn own_exit_code_is_recorded() {
     assert_eq!((exit.exit_code, exit.signal), (3, None));
     assert!(exit.finished_at >= exit.started_at && exit.started_at > 0);
     f.assert_cleaned();
+}
+
+#[tokio::test]
+async fn start_with_create_runs_the_process_at_once() {
+    if !can_run() {
+        return;
+    }
+    let f = Fixture::new("cstart");
+    f.write_spec(&["/busybox", "sh", "-c", "exit 5"], true);
+    let mut cfg = f.config();
+    cfg.start = true;
+    spawn_create(&cfg).await.expect("create and start");
+    let client = f.client();
+    // Nobody called start: the process ran on its own, and a later start changes nothing.
+    let exit = client
+        .wait_exited(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (5, None));
+    assert!(exit.started_at > 0 && exit.finished_at >= exit.started_at);
+    f.assert_cleaned();
+}
+
+/// Alive and not a zombie.
+fn running(pid: u32) -> bool {
+    status_field(pid as i32, "State:").is_some_and(|s| !s.starts_with('Z'))
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_standby_monitor_creates_and_is_replaced() {
+    if !can_run() {
+        return;
+    }
+    let standby = Standby::new(Fixture::exe());
+    standby.refill();
+    wait_for("a standby monitor", || standby.spare_pid().is_some()).await;
+    let first = standby.spare_pid().unwrap();
+
+    let f = Fixture::new("standby1");
+    f.write_spec(&["/busybox", "sh", "-c", "exit 4"], true);
+    let mut cfg = f.config();
+    cfg.start = true;
+    standby
+        .prepare_create(&cfg)
+        .expect("prepare")
+        .go()
+        .await
+        .expect("create through the standby");
+    // The standby was the launcher of this create: it reported and exited.
+    wait_for("the used standby to exit", || !running(first)).await;
+    let exit = f.client().wait_exited(Duration::from_secs(10)).await;
+    assert_eq!(exit.unwrap().unwrap().exit_code, 4);
+    f.assert_cleaned();
+
+    // A new one was started once the create was over; a dead one is not used.
+    wait_for("the next standby", || {
+        standby.spare_pid().is_some_and(|p| p != first)
+    })
+    .await;
+    let second = standby.spare_pid().unwrap();
+    assert!(running(second));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the killed standby to die", || !running(second)).await;
+    let g = Fixture::new("standby2");
+    g.write_spec(&["/busybox", "sh", "-c", "exit 6"], true);
+    let mut cfg = g.config();
+    cfg.start = true;
+    standby
+        .prepare_create(&cfg)
+        .expect("prepare")
+        .go()
+        .await
+        .expect("create without a live standby");
+    let exit = g.client().wait_exited(Duration::from_secs(10)).await;
+    assert_eq!(exit.unwrap().unwrap().exit_code, 6);
+    g.assert_cleaned();
+
+    // An unused standby dies with its owner and makes nothing.
+    wait_for("a third standby", || {
+        standby.spare_pid().is_some_and(|p| p != second)
+    })
+    .await;
+    let third = standby.spare_pid().unwrap();
+    drop(standby);
+    wait_for("the dropped standby to die", || !running(third)).await;
 }
 
 #[tokio::test]

@@ -73,6 +73,7 @@ impl Fixture {
                 stdin: !tty,
                 stdin_once: false,
             },
+            start: false,
         }
     }
     fn client(&self) -> MonitorClient {

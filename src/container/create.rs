@@ -192,7 +192,9 @@ impl Context {
             stdin: config.stdin,
             stdin_once: config.stdin_once,
         };
-        let pending = crate::monitor::prepare_create(&monitor)
+        let pending = self
+            .standby
+            .prepare_create(&monitor)
             .map_err(|e| CriError::internal("starting the container's monitor", e))?;
 
         undo.push(Undo::Rootfs);

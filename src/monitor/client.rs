@@ -72,9 +72,25 @@ pub struct MonitorConfig {
     pub exe: PathBuf,
     /// The container's stdio: CRI log, tty, stdin. Default: all on /dev/null.
     pub stdio: super::stdio::Stdio,
+    /// Start the container as soon as it is created, in the same helper (the pod sandbox:
+    /// nothing has to happen between its create and its start). [`MonitorClient::start`] is
+    /// then a no-op.
+    pub start: bool,
 }
 
 impl MonitorConfig {
+    /// What the launcher is sent.
+    fn serve_config(&self) -> super::serve::ServeConfig {
+        super::serve::ServeConfig {
+            id: self.id.clone(),
+            bundle: self.bundle.clone(),
+            dir: self.dir.clone(),
+            runtime_root: self.runtime_root.clone(),
+            stdio: self.stdio.clone(),
+            start: self.start,
+        }
+    }
+
     /// A config that runs the current executable. `/proc/self/exe` is kept unresolved on
     /// purpose: it still execs the running binary when the file was replaced by an upgrade.
     pub fn new(id: &str, bundle: &Path, dir: &Path, runtime_root: &Path) -> Self {
@@ -85,6 +101,7 @@ impl MonitorConfig {
             runtime_root: runtime_root.to_owned(),
             exe: PathBuf::from("/proc/self/exe"),
             stdio: super::stdio::Stdio::default(),
+            start: false,
         }
     }
 }
@@ -96,12 +113,28 @@ pub async fn spawn_create(cfg: &MonitorConfig) -> Result<Created, MonitorError> 
     prepare_create(cfg)?.go().await
 }
 
-/// Starts `crius monitor` for `cfg` without creating anything yet: the process waits for
-/// [`PendingCreate::go`]. Its exec and start-up (a few milliseconds) then overlap with the
+/// Starts `crius monitor --standby` for `cfg` without creating anything yet: the process waits
+/// for [`PendingCreate::go`]. Its exec and start-up (a few milliseconds) then overlap with the
 /// caller's preparation of the bundle. The bundle must be complete before `go`.
 pub fn prepare_create(cfg: &MonitorConfig) -> Result<PendingCreate, MonitorError> {
+    check_config(cfg)?;
+    let child = spawn_standby(&cfg.exe)?;
+    pending_create(cfg, child)
+}
+
+/// Checks `cfg` before anything is made for it.
+pub(super) fn check_config(cfg: &MonitorConfig) -> Result<(), MonitorError> {
     validate_id(&cfg.id).map_err(MonitorError::InvalidConfig)?;
-    paths::check_socket_path(&cfg.dir).map_err(MonitorError::InvalidConfig)?;
+    paths::check_socket_path(&cfg.dir)
+        .map(drop)
+        .map_err(MonitorError::InvalidConfig)
+}
+
+/// Creates the monitor directory and pairs it with `child`, a `crius monitor --standby`.
+pub(super) fn pending_create(
+    cfg: &MonitorConfig,
+    child: tokio::process::Child,
+) -> Result<PendingCreate, MonitorError> {
     let made_dir = !cfg.dir.exists();
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -112,13 +145,12 @@ pub fn prepare_create(cfg: &MonitorConfig) -> Result<PendingCreate, MonitorError
             path: cfg.dir.clone(),
             source,
         })?;
-    let mut pending = PendingCreate {
+    Ok(PendingCreate {
         cfg: cfg.clone(),
         made_dir,
-        child: None,
-    };
-    pending.child = Some(spawn(&mut launcher_command(cfg), &cfg.exe)?);
-    Ok(pending)
+        child: Some(child),
+        standby: None,
+    })
 }
 
 /// A monitor process waiting for its bundle. Dropped without [`go`](Self::go), it is killed
@@ -127,6 +159,8 @@ pub struct PendingCreate {
     cfg: MonitorConfig,
     made_dir: bool,
     child: Option<tokio::process::Child>,
+    /// Refilled once this create is over (see [`super::Standby`]).
+    pub(super) standby: Option<std::sync::Arc<super::Standby>>,
 }
 
 impl PendingCreate {
@@ -137,6 +171,9 @@ impl PendingCreate {
         if result.is_err() {
             self.remove_files();
         }
+        if let Some(standby) = self.standby.take() {
+            standby.refill();
+        }
         result
     }
 
@@ -144,8 +181,12 @@ impl PendingCreate {
         use tokio::io::AsyncWriteExt;
         let cfg = &self.cfg;
         if let Some(mut stdin) = child.stdin.take() {
+            let mut request = serde_json::to_vec(&cfg.serve_config()).map_err(|e| {
+                MonitorError::InvalidConfig(format!("cannot encode the configuration: {e}"))
+            })?;
+            request.push(b'\n');
             // A launcher that died already fails below with its own message.
-            let _ = stdin.write_all(b"g").await;
+            let _ = stdin.write_all(&request).await;
         }
         let output = wait_with_timeout(child, CREATE_TIMEOUT, &cfg.exe, &cfg.dir, "create").await?;
         if !output.status.success() {
@@ -176,40 +217,24 @@ impl Drop for PendingCreate {
         if self.child.take().is_some() {
             self.remove_files();
         }
+        if let Some(standby) = self.standby.take() {
+            standby.refill();
+        }
     }
 }
 
-fn launcher_command(cfg: &MonitorConfig) -> Command {
-    let mut cmd = Command::new(&cfg.exe);
+/// Starts `crius monitor --standby`: it waits for a configuration on stdin.
+pub(super) fn spawn_standby(exe: &Path) -> Result<tokio::process::Child, MonitorError> {
+    let mut cmd = Command::new(exe);
     cmd.arg("monitor")
-        .arg("--wait-go")
-        .arg("--id")
-        .arg(&cfg.id)
-        .arg("--bundle")
-        .arg(&cfg.bundle)
-        .arg("--dir")
-        .arg(&cfg.dir)
-        .arg("--runtime-root")
-        .arg(&cfg.runtime_root);
-    if let Some(log) = &cfg.stdio.log_path {
-        cmd.arg("--log-path").arg(log);
-    }
-    for (set, flag) in [
-        (cfg.stdio.tty, "--tty"),
-        (cfg.stdio.stdin, "--stdin"),
-        (cfg.stdio.stdin_once, "--stdin-once"),
-    ] {
-        if set {
-            cmd.arg(flag);
-        }
-    }
-    cmd.stdin(Stdio::piped())
+        .arg("--standby")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // If we are cancelled, the launcher dies; the monitor then cannot report and removes
-        // the container it made.
+        // the container it made. A standby that is never used dies with the daemon.
         .kill_on_drop(true);
-    cmd
+    spawn(&mut cmd, exe)
 }
 
 async fn run_with_timeout(

@@ -148,8 +148,13 @@ where
     let mut keep = keep.to_vec();
     keep.push(tx.as_raw_fd());
     sys::close_fds_except(&keep);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
-        .unwrap_or_else(|_| Err("the helper panicked".to_owned()));
+    // The monitor's log writer drops whatever a helper (or its children) logs, so formatting
+    // libcontainer's events here would be work thrown away: no subscriber at all.
+    let no_logs = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let result = tracing::dispatcher::with_default(&no_logs, || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
+    })
+    .unwrap_or_else(|_| Err("the helper panicked".to_owned()));
     let (tag, text, code) = match result {
         Ok(text) => (b'+', text, 0),
         Err(text) => (b'-', text, 1),

@@ -29,16 +29,30 @@ enum Report {
     Failed(String),
 }
 
-/// Blocks until the daemon says the bundle is ready (one byte on stdin); false on EOF or error.
-pub fn wait_for_go() -> bool {
-    let mut byte = [0u8; 1];
+/// Longest configuration a standby monitor accepts (paths and a few flags).
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// Blocks until the daemon sends the container's configuration (one line of JSON on stdin,
+/// written once the bundle is ready). `None` on EOF: the daemon gave up on it, or is gone.
+pub fn read_request() -> Result<Option<ServeConfig>, String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let mut stdin = std::io::stdin().lock().take(MAX_REQUEST);
     loop {
-        match std::io::stdin().lock().read(&mut byte) {
-            Ok(1) => return true,
+        match stdin.read_line(&mut line) {
+            Ok(0) if line.is_empty() => return Ok(None),
+            Ok(_) => break,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            _ => return false,
+            Err(e) => return Err(format!("reading the container configuration: {e}")),
         }
     }
+    if !line.ends_with('\n') {
+        // Cut off by EOF or the size limit: never create from half a configuration.
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| format!("bad container configuration: {e}"))
 }
 
 /// Launches the monitor and returns the launcher's exit code.

@@ -7,10 +7,11 @@
 //! or the multi-threaded daemon.
 //!
 //! Lifecycle:
-//! 1. The daemon runs `crius monitor --wait-go` ([`prepare_create`]) while it still prepares
-//!    the bundle, and lets it go once the bundle is written ([`PendingCreate::go`];
-//!    [`spawn_create`] does both at once). That process (the launcher) forks the
-//!    real monitor, which leaves the daemon's session, becomes a child subreaper, binds
+//! 1. The daemon keeps one `crius monitor --standby` process ready ([`Standby`]) and hands it
+//!    the container's configuration once the bundle is written ([`PendingCreate::go`];
+//!    [`spawn_create`] starts a process of its own and does both at once). That process
+//!    (the launcher) forks the real monitor, which leaves the daemon's session, becomes a
+//!    child subreaper, binds
 //!    `<dir>/monitor.sock`, writes `<dir>/monitor.pid` and creates the container in a helper.
 //!    init is the helper's child; when the helper exits, init is handed to the monitor. The
 //!    launcher prints `{"init_pid":..,"monitor_pid":..}` (or the error) and exits, so the
@@ -50,6 +51,7 @@ mod paths;
 mod pump;
 mod runtime;
 mod serve;
+mod standby;
 mod stdio;
 mod sys;
 mod wire;
@@ -71,25 +73,25 @@ pub use exec_client::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT, exec_sync};
 pub use exit::ExitInfo;
 pub use launch::Created;
 pub use paths::{EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
+pub use standby::Standby;
 pub use stdio::Stdio;
 
 use std::path::PathBuf;
 
-/// Arguments of `crius monitor` (internal: the daemon builds them, see [`MonitorConfig`]).
+/// Arguments of `crius monitor` (internal: the daemon builds them).
 #[derive(clap::Args, Debug, Clone)]
 pub struct MonitorArgs {
     /// Container id (libcontainer's rules: letters, digits, `_+-.`).
-    #[arg(long)]
-    pub id: String,
+    #[arg(long, required_unless_present = "standby")]
+    pub id: Option<String>,
     /// libcontainer's state root; the container's state lives in `<root>/<id>`.
-    #[arg(long)]
-    pub runtime_root: PathBuf,
-    /// The OCI bundle (config.json and rootfs).
-    #[arg(long, required_unless_present_any = ["delete_only", "exec"])]
-    pub bundle: Option<PathBuf>,
-    /// The monitor directory (control socket, pid file, exit record, log); must exist.
-    #[arg(long, required_unless_present_any = ["delete_only", "exec"])]
-    pub dir: Option<PathBuf>,
+    #[arg(long, required_unless_present = "standby")]
+    pub runtime_root: Option<PathBuf>,
+    /// Wait for a container to create and supervise: its configuration arrives as one line
+    /// of JSON on stdin once its bundle is ready (EOF: give up quietly). The daemon keeps one
+    /// such process ready, so a create does not wait for an exec.
+    #[arg(long, conflicts_with_all = ["delete_only", "exec"])]
+    pub standby: bool,
     /// Do not supervise: delete the container (kill its processes, remove its cgroup and
     /// libcontainer state) and exit. For containers whose monitor is gone.
     #[arg(long, conflicts_with = "exec")]
@@ -99,71 +101,69 @@ pub struct MonitorArgs {
     /// fd 3. SIGTERM kills it. See [`exec_sync`].
     #[arg(long)]
     pub exec: bool,
-    /// Wait for one byte on stdin before creating anything (EOF: give up quietly). The daemon
-    /// starts the monitor while it still prepares the bundle, so the exec overlaps with that.
-    #[arg(long)]
-    pub wait_go: bool,
-    /// Write the container's stdout and stderr to this file in the CRI log format.
-    #[arg(long)]
-    pub log_path: Option<PathBuf>,
-    /// Give the container (or the exec'd process) a pty.
+    /// Give the exec'd process a pty.
     #[arg(long)]
     pub tty: bool,
-    /// Keep the container's stdin open.
-    #[arg(long)]
-    pub stdin: bool,
-    /// Close stdin after the first attach (reserved for attach).
-    #[arg(long)]
-    pub stdin_once: bool,
 }
 
 /// Entry point of `crius monitor`; returns the process exit code (0 success, 1 failure,
 /// 2 bad arguments). Must be called while the process is still single-threaded.
 pub fn run(args: MonitorArgs) -> u8 {
-    if let Err(reason) = validate_id(&args.id) {
+    let (id, runtime_root) = match (args.id, args.runtime_root) {
+        (Some(id), Some(root)) if !args.standby => (id, root),
+        _ if args.standby => {
+            return match launch::read_request() {
+                Ok(Some(cfg)) => launch_checked(cfg),
+                Ok(None) => {
+                    eprintln!("cancelled before the bundle was ready");
+                    1
+                }
+                Err(reason) => {
+                    eprintln!("{reason}");
+                    2
+                }
+            };
+        }
+        _ => {
+            eprintln!("--id and --runtime-root are required");
+            return 2;
+        }
+    };
+    if let Err(reason) = validate_id(&id) {
         eprintln!("{reason}");
         return 2;
     }
     if args.delete_only {
-        return match runtime::delete(&args.id, &args.runtime_root) {
+        return match runtime::delete(&id, &runtime_root) {
             Ok(()) => 0,
             Err(reason) => {
-                eprintln!("delete container {}: {reason}", args.id);
+                eprintln!("delete container {id}: {reason}");
                 1
             }
         };
     }
     if args.exec {
-        return exec::run(&args.id, &args.runtime_root, args.tty);
+        return exec::run(&id, &runtime_root, args.tty);
     }
-    let (Some(bundle), Some(dir)) = (args.bundle, args.dir) else {
-        eprintln!("--bundle and --dir are required");
-        return 2;
-    };
-    if !dir.is_dir() {
-        eprintln!("monitor directory {} does not exist", dir.display());
-        return 2;
-    }
-    if let Err(reason) = paths::check_socket_path(&dir) {
+    eprintln!("one of --standby, --delete-only or --exec is required");
+    2
+}
+
+/// Checks what the daemon sent before anything is made from it.
+fn launch_checked(cfg: serve::ServeConfig) -> u8 {
+    if let Err(reason) = validate_id(&cfg.id) {
         eprintln!("{reason}");
         return 2;
     }
-    if args.wait_go && !launch::wait_for_go() {
-        eprintln!("cancelled before the bundle was ready");
-        return 1;
+    if !cfg.dir.is_dir() {
+        eprintln!("monitor directory {} does not exist", cfg.dir.display());
+        return 2;
     }
-    launch::launch(serve::ServeConfig {
-        id: args.id,
-        bundle,
-        dir,
-        runtime_root: args.runtime_root,
-        stdio: Stdio {
-            log_path: args.log_path,
-            tty: args.tty,
-            stdin: args.stdin,
-            stdin_once: args.stdin_once,
-        },
-    })
+    if let Err(reason) = paths::check_socket_path(&cfg.dir) {
+        eprintln!("{reason}");
+        return 2;
+    }
+    launch::launch(cfg)
 }
 
 /// The container id becomes a path component under the runtime root; reject anything that is

@@ -33,13 +33,16 @@ fn builder_with_stdio(
     })
 }
 
-/// Creates the container (init waits for `start`) and returns init's pid. init is cloned as
-/// this process's child (not as a sibling), so it is handed to the monitor when we exit.
+/// Creates the container (init waits for `start`, or is started at once with `start`) and
+/// returns init's pid. init is cloned as this process's child (not as a sibling), so it is
+/// handed to the monitor when we exit. A container that cannot be started is left created:
+/// the caller's cleanup deletes it as any failed create.
 pub fn create(
     id: &str,
     bundle: &Path,
     runtime_root: &Path,
     stdio: ChildStdio,
+    start: bool,
 ) -> Result<i32, String> {
     // libcontainer reports a missing or unreadable spec without its path.
     let spec = bundle.join("config.json");
@@ -47,17 +50,23 @@ pub fn create(
         return Err(format!("bundle spec {}: {e}", spec.display()));
     }
     let builder = builder_with_stdio(id, runtime_root, stdio).map_err(|e| describe(&e))?;
-    let container = builder
+    let mut container = builder
         .as_init(bundle)
         .with_systemd(false)
         // Detached: the container's stdio is what we pass, never this process's terminal.
         .with_detach(true)
         .build()
         .map_err(|e| describe(&e))?;
-    container
+    let pid = container
         .pid()
         .map(|p| p.as_raw())
-        .ok_or_else(|| "libcontainer created the container but recorded no init pid".to_owned())
+        .ok_or_else(|| "libcontainer created the container but recorded no init pid".to_owned())?;
+    if start {
+        container
+            .start()
+            .map_err(|e| format!("start: {}", describe(&e)))?;
+    }
+    Ok(pid)
 }
 
 /// Lets the created container's init exec the user process.

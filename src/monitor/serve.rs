@@ -38,13 +38,16 @@ const CONSOLE_TIMEOUT_MS: u16 = 2000;
 /// most this often while the container writes output.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What the monitor supervises.
+/// What the monitor supervises: the configuration the daemon sends a standby monitor.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ServeConfig {
     pub id: String,
     pub bundle: PathBuf,
     pub dir: PathBuf,
     pub runtime_root: PathBuf,
     pub stdio: Stdio,
+    /// Start the container in the create helper, right after creating it.
+    pub start: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +184,8 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         if let Some(plan) = &own {
             own_cgroup::enter(plan).map_err(|e| format!("cgroup: {e}"))?;
         }
-        runtime::create(&cfg.id, &bundle, &cfg.runtime_root, child).map(|p| p.to_string())
+        runtime::create(&cfg.id, &bundle, &cfg.runtime_root, child, cfg.start)
+            .map(|p| p.to_string())
     });
     let reply = reply.map_err(ServeError::from).and_then(|r| {
         r.parse::<i32>()
@@ -241,12 +245,19 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         tracing::warn!(id = %cfg.id, error = %e, "cannot read init's memory cgroup");
         None
     });
-    tracing::info!(id = %cfg.id, pid = %init, "container created");
+    let created_at = now_nanos();
+    let (status, started_at) = if cfg.start {
+        tracing::info!(id = %cfg.id, pid = %init, "container created and started");
+        (Status::Running, created_at)
+    } else {
+        tracing::info!(id = %cfg.id, pid = %init, "container created");
+        (Status::Created, 0)
+    };
     let container = Container {
         init,
-        status: Status::Created,
-        created_at: now_nanos(),
-        started_at: 0,
+        status,
+        created_at,
+        started_at,
         cgroup,
         memory,
     };

@@ -21,7 +21,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 /// How the container's standard streams are wired (part of `MonitorConfig`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stdio {
     /// Where the CRI log goes; `None`: output is discarded (/dev/null), as for pod sandboxes.
     pub log_path: Option<PathBuf>,

@@ -4,14 +4,14 @@
 //! fsync runs alongside and is awaited before CNI ADD) →
 //! sandbox image → read-only overlay rootfs → resolv.conf/hostname/hosts and /dev/shm for the
 //! containers → network namespace (created and pinned, loopback up) → OCI spec → bundle →
-//! the monitor creates the container, joining that namespace, while CNI ADD wires it → start
-//! → record Ready.
+//! the monitor creates and starts the container, joining that namespace, while CNI ADD wires
+//! it → record Ready.
 
 use super::Context;
 use super::rollback::{Rollback, Undo};
 use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
-use crate::monitor::{MonitorClient, PendingCreate};
+use crate::monitor::PendingCreate;
 use crate::network::PodNetwork;
 use crate::oci::spec::SandboxSpecInput;
 use crate::store::sandbox::{RECORD_VERSION, sandbox_name};
@@ -78,6 +78,7 @@ impl Context {
         config: PodSandboxConfig,
         runtime_handler: String,
     ) -> CriResult<String> {
+        let mut timer = StepTimer::start();
         let meta = config.metadata.clone().unwrap_or_default();
         let id = crate::util::new_id();
         let _op = self.locks.lock(&id).await;
@@ -105,10 +106,15 @@ impl Context {
             cgroups_path: self.sandbox_cgroups_path(&cgroup_parent, &id),
         };
         // The monitor starts now and waits for the bundle: its exec overlaps with the record,
-        // rootfs and spec below.
-        let monitor = self.monitor_config(&id, &self.sandbox_dir(&id));
-        let pending = crate::monitor::prepare_create(&monitor)
+        // rootfs and spec below. It starts the pause as soon as it is created (nothing has to
+        // happen in between: the pause does not care whether CNI has finished).
+        let mut monitor = self.monitor_config(&id, &self.sandbox_dir(&id));
+        monitor.start = true;
+        let pending = self
+            .standby
+            .prepare_create(&monitor)
             .map_err(|e| CriError::internal("starting the sandbox's monitor", e))?;
+        timer.step("monitor-spawn");
         match self.sandboxes.create(record.clone()) {
             Ok(()) => {}
             Err(StoreError::NameReserved { name, id }) => {
@@ -119,10 +125,11 @@ impl Context {
             Err(e) => return Err(CriError::internal("saving sandbox record", e)),
         }
         let synced = self.sandboxes.sync_in_background(&id);
+        timer.step("record");
         let mut rollback = Rollback::default();
         rollback.push(Undo::DeleteRecord { id: id.clone() });
         match self
-            .run_steps(&record, pending, synced, &mut rollback)
+            .run_steps(&record, pending, synced, &mut rollback, timer)
             .await
         {
             Ok(()) => {
@@ -147,10 +154,10 @@ impl Context {
         monitor: PendingCreate,
         record_synced: crate::store::RecordSync,
         rollback: &mut Rollback,
+        mut timer: StepTimer,
     ) -> CriResult<()> {
         let id = record.id.as_str();
         let config = &record.config;
-        let mut timer = StepTimer::start();
 
         let image = self.sandbox_image().await?;
         timer.step("image");
@@ -259,16 +266,11 @@ impl Context {
             }
         };
         timer.step(if network.is_some() {
-            "create+cni"
+            "create+start+cni"
         } else {
-            "create"
+            "create+start"
         });
 
-        MonitorClient::new(&self.monitor_dir(id))
-            .start()
-            .await
-            .map_err(|e| CriError::internal("starting the sandbox container", e))?;
-        timer.step("start");
         self.sandboxes
             .update(id, |r| {
                 r.image_id = image.id.clone();
@@ -279,7 +281,7 @@ impl Context {
                 r.state = SandboxState::Ready;
             })
             .map_err(|e| CriError::internal("updating sandbox record", e))?;
-        timer.step("record");
+        timer.step("ready-record");
         tracing::debug!(sandbox = %id, steps = %timer, "RunPodSandbox step timings");
         Ok(())
     }

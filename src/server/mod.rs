@@ -141,6 +141,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         containers,
         cni,
         locks: OpLocks::default(),
+        standby: crate::monitor::Standby::new(exe.clone()),
         exe,
         sandbox_oom_score_adj,
         events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
@@ -151,6 +152,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ctx.spawn_exit_watcher();
 
     let listener = socket::bind(&config.socket)?;
+    ctx.standby.refill();
     tracing::info!(
         socket = %config.socket.display(),
         root = %config.root.display(),
