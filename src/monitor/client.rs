@@ -178,7 +178,7 @@ impl PendingCreate {
     }
 
     async fn finish(&self, mut child: tokio::process::Child) -> Result<Created, MonitorError> {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let cfg = &self.cfg;
         if let Some(mut stdin) = child.stdin.take() {
             let mut request = serde_json::to_vec(&cfg.serve_config()).map_err(|e| {
@@ -188,17 +188,45 @@ impl PendingCreate {
             // A launcher that died already fails below with its own message.
             let _ = stdin.write_all(&request).await;
         }
-        let output = wait_with_timeout(child, CREATE_TIMEOUT, &cfg.exe, &cfg.dir, "create").await?;
-        if !output.status.success() {
-            return Err(MonitorError::CreateFailed {
-                id: cfg.id.clone(),
-                reason: failure_text(&output),
+        // The launcher prints the outcome as one line and exits: a success is taken from that
+        // line as soon as it is complete, and the launcher's exit is reaped later.
+        let mut stdout = child.stdout.take();
+        let read = async {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Some(stdout) = &mut stdout {
+                match stdout.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+                if out.ends_with(b"\n") {
+                    break;
+                }
+            }
+            out
+        };
+        let out = tokio::time::timeout(CREATE_TIMEOUT, read)
+            .await
+            .map_err(|_| MonitorError::Timeout {
+                op: "create",
+                dir: cfg.dir.clone(),
+                timeout: CREATE_TIMEOUT,
+            })?;
+        if let Ok(created) = serde_json::from_slice::<Created>(out.trim_ascii()) {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
             });
+            return Ok(created);
         }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        serde_json::from_str(stdout.trim()).map_err(|e| MonitorError::CreateFailed {
+        let output = wait_with_timeout(child, CREATE_TIMEOUT, &cfg.exe, &cfg.dir, "create").await?;
+        let stdout = String::from_utf8_lossy(&out);
+        Err(MonitorError::CreateFailed {
             id: cfg.id.clone(),
-            reason: format!("unreadable launcher output {stdout:?}: {e}"),
+            reason: if output.status.success() {
+                format!("unreadable launcher output {stdout:?}")
+            } else {
+                failure_text(&output)
+            },
         })
     }
 

@@ -87,6 +87,12 @@ pub struct Plan {
     /// The container's cgroup under every cgroup v1 mount point, created in the tmpfs that
     /// covers /sys/fs/cgroup (libcontainer looks there, whichever hierarchies it knows).
     pub decoys: Vec<PathBuf>,
+    /// The hierarchy with the cpuset controller: its mount point and the container's dir.
+    pub cpuset: Option<(PathBuf, PathBuf)>,
+    /// The container's dir in the hierarchy with the cpu controller.
+    pub cpu_dir: Option<PathBuf>,
+    /// The container's dir in the hierarchy with the devices controller.
+    pub devices_dir: Option<PathBuf>,
 }
 
 /// The plan for `spec`, or `None` when libcontainer must do the cgroup work (cgroup v2, a
@@ -118,30 +124,39 @@ pub fn plan(spec: &Spec, mountinfo: &str, legacy_layout: bool) -> Option<Plan> {
         Some(r) => simple_resources(r)?,
     };
     let relative = cgroups_path.strip_prefix("/").ok()?;
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    let mut decoys: Vec<PathBuf> = Vec::new();
-    for (mount, known) in v1_mounts(mountinfo) {
+    let mut planned = Plan {
+        dirs: Vec::new(),
+        cpu_shares,
+        devices,
+        decoys: Vec::new(),
+        cpuset: None,
+        cpu_dir: None,
+        devices_dir: None,
+    };
+    for (mount, controllers) in v1_mounts(mountinfo) {
         let dir = mount.join(relative);
         if !mount.starts_with(CGROUP_ROOT) {
             // A hierarchy elsewhere would escape the decoy (and libcontainer's own layout).
             return None;
         }
-        if known && !dirs.contains(&dir) {
-            dirs.push(dir.clone());
+        let has = |name: &str| controllers.iter().any(|c| c == name);
+        if CONTROLLERS.iter().any(|c| has(c)) && !planned.dirs.contains(&dir) {
+            planned.dirs.push(dir.clone());
+            if has("cpuset") {
+                planned.cpuset = Some((mount.clone(), dir.clone()));
+            }
+            if has("cpu") {
+                planned.cpu_dir = Some(dir.clone());
+            }
+            if has("devices") {
+                planned.devices_dir = Some(dir.clone());
+            }
         }
-        if !decoys.contains(&dir) {
-            decoys.push(dir);
+        if !planned.decoys.contains(&dir) {
+            planned.decoys.push(dir);
         }
     }
-    if dirs.is_empty() {
-        return None;
-    }
-    Some(Plan {
-        dirs,
-        cpu_shares,
-        devices,
-        decoys,
-    })
+    (!planned.dirs.is_empty()).then_some(planned)
 }
 
 /// cpu shares and device rules, or `None` if `r` asks for anything else.
@@ -173,9 +188,8 @@ fn simple_resources(
     Some((shares, devices))
 }
 
-/// Mount points of the v1 hierarchies, each with whether it has a controller libcontainer
-/// handles.
-fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, bool)> {
+/// Mount points of the v1 hierarchies, each with its super options (controllers, name=...).
+fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, Vec<String>)> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -186,9 +200,9 @@ fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, bool)> {
             continue;
         }
         let super_opts = right.nth(1).unwrap_or_default();
-        let known = super_opts.split(',').any(|o| CONTROLLERS.contains(&o));
+        let options = super_opts.split(',').map(str::to_owned).collect();
         if let Some(mount_point) = left.split(' ').nth(4) {
-            out.push((PathBuf::from(mount_point), known));
+            out.push((PathBuf::from(mount_point), options));
         }
     }
     out
@@ -207,69 +221,61 @@ pub fn legacy_layout() -> bool {
 pub fn enter(plan: &Plan) -> Result<(), OwnCgroupError> {
     for dir in &plan.dirs {
         std::fs::create_dir_all(dir).map_err(io_err("create cgroup", dir))?;
-        if dir.join("cpuset.cpus").exists() {
-            fill_cpuset(dir)?;
-        }
-        if let Some(shares) = plan.cpu_shares
-            && dir.join("cpu.shares").exists()
-        {
-            write(&dir.join("cpu.shares"), &shares.to_string())?;
-        }
-        if !plan.devices.is_empty() && dir.join("devices.allow").exists() {
-            for rule in &plan.devices {
-                let file = if rule.allow() {
-                    "devices.allow"
-                } else {
-                    "devices.deny"
-                };
-                write(&dir.join(file), &rule.to_string())?;
-            }
+    }
+    // libcontainer reads the cpuset files of every level from the hierarchy's root down before
+    // it joins a cpuset cgroup (and fills empty ones): the decoy gets the real values.
+    let decoy_files = match &plan.cpuset {
+        Some((mount, dir)) => fill_cpuset(mount, dir)?,
+        None => Vec::new(),
+    };
+    if let (Some(dir), Some(shares)) = (&plan.cpu_dir, plan.cpu_shares) {
+        write(&dir.join("cpu.shares"), &shares.to_string())?;
+    }
+    if let Some(dir) = &plan.devices_dir {
+        for rule in &plan.devices {
+            let file = if rule.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write(&dir.join(file), &rule.to_string())?;
         }
     }
     for dir in &plan.dirs {
         write(&dir.join("tasks"), "0")?;
     }
-    // libcontainer reads the cpuset files of every level from the hierarchy's root down before
-    // it joins a cpuset cgroup (and fills empty ones): the decoy gets the real values.
-    let mut files: Vec<(PathBuf, String)> = Vec::new();
-    for dir in &plan.decoys {
-        let levels = dir
-            .ancestors()
-            .take_while(|level| level.starts_with(CGROUP_ROOT) && *level != Path::new(CGROUP_ROOT));
-        for level in levels {
-            for name in ["cpuset.cpus", "cpuset.mems"] {
-                let real = level.join(name);
-                if real.exists() {
-                    files.push((real.clone(), read(&real)?));
-                }
-            }
-        }
-    }
-    cover_cgroupfs(plan, &files)
+    cover_cgroupfs(plan, &decoy_files)
 }
 
 /// A new v1 cpuset cgroup starts with no cpus and no memory nodes, and nothing can join it;
-/// every level from the hierarchy's root down inherits its parent's sets when empty.
-fn fill_cpuset(dir: &Path) -> Result<(), OwnCgroupError> {
-    let mut levels: Vec<&Path> = dir.ancestors().collect();
+/// every level below the hierarchy's root inherits its parent's sets when empty. Returns the
+/// resulting files of every level from the root down (path and value).
+fn fill_cpuset(mount: &Path, dir: &Path) -> Result<Vec<(PathBuf, String)>, OwnCgroupError> {
+    const FILES: [&str; 2] = ["cpuset.cpus", "cpuset.mems"];
+    let mut parent = [read(&mount.join(FILES[0]))?, read(&mount.join(FILES[1]))?];
+    let mut files: Vec<(PathBuf, String)> = FILES
+        .iter()
+        .zip(&parent)
+        .map(|(file, value)| (mount.join(file), value.trim().to_owned()))
+        .collect();
+    let mut levels: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|level| *level != mount && level.starts_with(mount))
+        .collect();
     levels.reverse();
-    let mut parent: Option<&Path> = None;
     for level in levels {
-        if !level.join("cpuset.cpus").exists() {
-            continue;
-        }
-        if let Some(parent) = parent {
-            for file in ["cpuset.cpus", "cpuset.mems"] {
-                let current = read(&level.join(file))?;
-                if current.trim().is_empty() {
-                    let inherited = read(&parent.join(file))?;
-                    write(&level.join(file), inherited.trim())?;
-                }
+        for (file, inherited) in FILES.iter().zip(parent.iter_mut()) {
+            let path = level.join(file);
+            let mut value = read(&path)?;
+            if value.trim().is_empty() {
+                write(&path, inherited.trim())?;
+                value = inherited.trim().to_owned();
             }
+            files.push((path, value.trim().to_owned()));
+            *inherited = value;
         }
-        parent = Some(level);
     }
-    Ok(())
+    Ok(files)
 }
 
 /// A private mount namespace where /sys/fs/cgroup is a tmpfs with the decoy tree.
@@ -335,10 +341,12 @@ pub fn without_resources(mut spec: Spec) -> Spec {
     spec
 }
 
-/// Loads `bundle/config.json`.
+/// Loads `bundle/config.json` (read whole and parsed from memory: several times faster than
+/// parsing through a reader).
 pub fn load_spec(bundle: &Path) -> Result<Spec, OwnCgroupError> {
     let path = bundle.join("config.json");
-    Spec::load(&path).map_err(|e| OwnCgroupError::Spec {
+    let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+    serde_json::from_slice(&bytes).map_err(|e| OwnCgroupError::Spec {
         path,
         reason: e.to_string(),
     })

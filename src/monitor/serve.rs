@@ -230,21 +230,8 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         }
     };
     // The helper is exiting (its reply came first); init becomes ours, the subreaper's, when it
-    // is gone, and the run loop reaps both.
-    let cgroup = match ContainerCgroup::of(init.as_raw()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(id = %cfg.id, pid = %init, error = %e, "cannot read init's cgroup");
-            None
-        }
-    };
-    if cgroup.is_none() {
-        tracing::warn!(id = %cfg.id, "container cgroup unknown: kill --all signals init only");
-    }
-    let memory = MemoryCgroup::of(init.as_raw()).unwrap_or_else(|e| {
-        tracing::warn!(id = %cfg.id, error = %e, "cannot read init's memory cgroup");
-        None
-    });
+    // is gone, and the run loop reaps both. init's cgroups are looked up there too, after the
+    // daemon has its answer.
     let created_at = now_nanos();
     let (status, started_at) = if cfg.start {
         tracing::info!(id = %cfg.id, pid = %init, "container created and started");
@@ -258,8 +245,8 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         status,
         created_at,
         started_at,
-        cgroup,
-        memory,
+        cgroup: None,
+        memory: None,
     };
     Ok((container, pump))
 }
@@ -318,6 +305,23 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// Finds init's cgroups (for kill --all, the cgroup's leftovers and OOM kills). init is our
+    /// unreaped child, so even an init that has exited is still there to ask.
+    fn locate_cgroups(&mut self) {
+        let (id, init) = (&self.id, self.container.init);
+        self.container.cgroup = ContainerCgroup::of(init.as_raw()).unwrap_or_else(|e| {
+            tracing::warn!(%id, pid = %init, error = %e, "cannot read init's cgroup");
+            None
+        });
+        if self.container.cgroup.is_none() {
+            tracing::warn!(%id, "container cgroup unknown: kill --all signals init only");
+        }
+        self.container.memory = MemoryCgroup::of(init.as_raw()).unwrap_or_else(|e| {
+            tracing::warn!(%id, error = %e, "cannot read init's memory cgroup");
+            None
+        });
+    }
+
     pub fn init_pid(&self) -> i32 {
         self.container.init.as_raw()
     }
@@ -326,6 +330,7 @@ impl Monitor {
     /// gone): kill it, delete it and remove our files.
     pub fn abandon(mut self) {
         tracing::warn!(id = %self.id, "launcher gone before the container was reported; removing it");
+        self.locate_cgroups();
         let _ = kill(self.container.init, Signal::SIGKILL);
         let _ = waitpid(self.container.init, None);
         self.reap();
@@ -335,6 +340,7 @@ impl Monitor {
 
     /// Serves until the container has exited and is recorded. Returns the process exit code.
     pub fn run(mut self) -> u8 {
+        self.locate_cgroups();
         // init may have died before we started watching SIGCHLD for it.
         self.reap();
         sys::trim_file_pages();

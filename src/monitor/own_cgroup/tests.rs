@@ -54,6 +54,14 @@ fn sandbox_spec_is_planned_over_known_v1_hierarchies() {
         ],
         "a decoy wherever libcontainer might look"
     );
+    assert_eq!(
+        plan.cpu_dir.as_deref(),
+        Some(Path::new(
+            "/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/crius-abc"
+        ))
+    );
+    assert_eq!(plan.cpuset, None, "no cpuset hierarchy mounted");
+    assert_eq!(plan.devices_dir, None);
     assert_eq!(plan.cpu_shares, Some(2));
     assert_eq!(plan.devices[0].to_string(), "a *:* rwm");
     assert_eq!(plan.devices[1].to_string(), "c 1:3 rwm");
