@@ -346,6 +346,24 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Creates and starts (through `standby`) a container that exits with `code`, and checks that
+/// exit and the cleanup.
+async fn run_to_exit(standby: &std::sync::Arc<Standby>, name: &str, code: i32) {
+    let f = Fixture::new(name);
+    f.write_spec(&["/busybox", "sh", "-c", &format!("exit {code}")], true);
+    let mut cfg = f.config();
+    cfg.start = true;
+    standby
+        .prepare_create(&cfg)
+        .expect("prepare")
+        .go()
+        .await
+        .expect("create and start");
+    let exit = f.client().wait_exited(Duration::from_secs(10)).await;
+    assert_eq!(exit.unwrap().unwrap().exit_code, code);
+    f.assert_cleaned();
+}
+
 #[tokio::test]
 async fn the_standby_monitor_creates_and_is_replaced() {
     if !can_run() {
@@ -356,21 +374,9 @@ async fn the_standby_monitor_creates_and_is_replaced() {
     wait_for("a standby monitor", || standby.spare_pid().is_some()).await;
     let first = standby.spare_pid().unwrap();
 
-    let f = Fixture::new("standby1");
-    f.write_spec(&["/busybox", "sh", "-c", "exit 4"], true);
-    let mut cfg = f.config();
-    cfg.start = true;
-    standby
-        .prepare_create(&cfg)
-        .expect("prepare")
-        .go()
-        .await
-        .expect("create through the standby");
-    // The standby was the launcher of this create: it reported and exited.
+    run_to_exit(&standby, "standby1", 4).await;
+    // The standby was the launcher of that create: it reported and exited.
     wait_for("the used standby to exit", || !running(first)).await;
-    let exit = f.client().wait_exited(Duration::from_secs(10)).await;
-    assert_eq!(exit.unwrap().unwrap().exit_code, 4);
-    f.assert_cleaned();
 
     // A new one was started once the create was over; a dead one is not used.
     wait_for("the next standby", || {
@@ -385,19 +391,7 @@ async fn the_standby_monitor_creates_and_is_replaced() {
     )
     .unwrap();
     wait_for("the killed standby to die", || !running(second)).await;
-    let g = Fixture::new("standby2");
-    g.write_spec(&["/busybox", "sh", "-c", "exit 6"], true);
-    let mut cfg = g.config();
-    cfg.start = true;
-    standby
-        .prepare_create(&cfg)
-        .expect("prepare")
-        .go()
-        .await
-        .expect("create without a live standby");
-    let exit = g.client().wait_exited(Duration::from_secs(10)).await;
-    assert_eq!(exit.unwrap().unwrap().exit_code, 6);
-    g.assert_cleaned();
+    run_to_exit(&standby, "standby2", 6).await;
 
     // An unused standby dies with its owner and makes nothing.
     wait_for("a third standby", || {
