@@ -68,6 +68,7 @@ impl Fixture {
             exe: Self::exe(),
             stdio: Default::default(),
             start: false,
+            own_cgroup: None,
         }
     }
     fn client(&self) -> MonitorClient {

@@ -74,6 +74,7 @@ impl Fixture {
                 stdin_once: false,
             },
             start: false,
+            own_cgroup: None,
         }
     }
     fn client(&self) -> MonitorClient {

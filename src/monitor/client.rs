@@ -76,6 +76,9 @@ pub struct MonitorConfig {
     /// nothing has to happen between its create and its start). [`MonitorClient::start`] is
     /// then a no-op.
     pub start: bool,
+    /// A cgroup the caller made for the container (see [`super::own_cgroup`]); `bundle` then
+    /// holds the spec without resources that [`super::own_cgroup::write_bundle`] wrote.
+    pub own_cgroup: Option<super::own_cgroup::Plan>,
 }
 
 impl MonitorConfig {
@@ -88,6 +91,7 @@ impl MonitorConfig {
             runtime_root: self.runtime_root.clone(),
             stdio: self.stdio.clone(),
             start: self.start,
+            own_cgroup: self.own_cgroup.clone(),
         }
     }
 
@@ -102,6 +106,7 @@ impl MonitorConfig {
             exe: PathBuf::from("/proc/self/exe"),
             stdio: super::stdio::Stdio::default(),
             start: false,
+            own_cgroup: None,
         }
     }
 }
@@ -164,6 +169,17 @@ pub struct PendingCreate {
 }
 
 impl PendingCreate {
+    /// The monitor directory, where [`super::own_cgroup::write_bundle`] may put its bundle.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+
+    /// The container joins `plan`'s cgroup (made by the caller) and is created from `bundle`.
+    pub fn use_own_cgroup(&mut self, plan: super::own_cgroup::Plan, bundle: PathBuf) {
+        self.cfg.own_cgroup = Some(plan);
+        self.cfg.bundle = bundle;
+    }
+
     /// Lets the monitor create the container and waits until it is created.
     pub async fn go(mut self) -> Result<Created, MonitorError> {
         let child = self.child.take().expect("a pending create has its process");

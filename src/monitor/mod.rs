@@ -16,9 +16,9 @@
 //!    init is the helper's child; when the helper exits, init is handed to the monitor. The
 //!    launcher prints `{"init_pid":..,"monitor_pid":..}` (or the error) and exits, so the
 //!    monitor is reparented away from the daemon and outlives it.
-//!    Where the spec allows it (cgroup v1, the pod sandbox's resources, no cgroupfs mount), the
-//!    create helper joins the cgroup itself instead of libcontainer (`own_cgroup.rs`): that
-//!    avoids an RCU grace period per create.
+//!    For the pod sandbox on cgroup v1 the daemon makes the cgroup and the create helper joins
+//!    it itself instead of libcontainer ([`own_cgroup`]): that avoids an RCU grace period per
+//!    create.
 //! 2. The daemon talks to it through [`MonitorClient`] (proto/monitor.proto): start, kill,
 //!    state. One request per connection.
 //! 3. When init exits the monitor reaps it, kills what is left in the container's cgroup,
@@ -46,7 +46,7 @@ mod exec_client;
 mod exit;
 mod helper;
 mod launch;
-mod own_cgroup;
+pub mod own_cgroup;
 mod paths;
 mod pump;
 mod runtime;
@@ -72,7 +72,7 @@ pub use cri_log::MAX_LINE as MAX_LOG_LINE;
 pub use exec_client::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT, exec_sync};
 pub use exit::ExitInfo;
 pub use launch::Created;
-pub use paths::{EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
+pub use paths::{BUNDLE_DIR, EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
 pub use standby::Standby;
 pub use stdio::Stdio;
 

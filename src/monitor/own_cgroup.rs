@@ -1,6 +1,7 @@
-//! A container's cgroup v1 set up by the create helper itself instead of libcontainer, for
-//! specs simple enough to allow it (the pod sandbox's: cpu shares and device rules, no
-//! cgroupfs mount).
+//! A container's cgroup v1 set up by crius instead of libcontainer, for specs simple enough to
+//! allow it (the pod sandbox's: cpu shares and device rules, no cgroupfs mount). The daemon
+//! creates it and writes its resources while it writes the bundle (that work then costs the
+//! create nothing); the create helper joins it.
 //!
 //! Why: libcontainer moves its intermediate process into every hierarchy by writing the pid to
 //! `cgroup.procs`. For that write the kernel takes the global `cgroup_threadgroup_rwsem` for
@@ -11,13 +12,14 @@
 //! hierarchy's `tasks` file does not take that lock (the kernel only needs it to keep a whole
 //! thread group stable), and costs microseconds. The helper is single-threaded, so it joins
 //! the cgroups that way before libcontainer forks its processes, which inherit them.
+//! (The daemon, which is multi-threaded, only makes directories and writes resource files.)
 //!
 //! libcontainer must then leave the real cgroups alone during this create. The helper enters a
 //! private mount namespace and covers /sys/fs/cgroup with a small tmpfs holding a decoy tree:
 //! for every hierarchy, the container's cgroup directory with an empty `cgroup.procs` file.
 //! libcontainer's v1 manager still finds the hierarchies in mountinfo, writes its pid into the
-//! decoy file (a plain tmpfs write) and has no resources to apply (the spec it reads has none;
-//! they were written here). Nothing is unmounted: an unmount costs an expedited RCU grace
+//! decoy file (a plain tmpfs write) and has no resources to apply (the spec it reads has none,
+//! see [`write_bundle`]; they were written by [`create`]). Nothing is unmounted: an unmount costs an expedited RCU grace
 //! period of its own. Later calls (kill, delete) run from the monitor in the host's namespace
 //! and find the real cgroup at the spec's `cgroupsPath` as usual, so deletion is unchanged.
 //!
@@ -74,8 +76,10 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OwnCgrou
     move |source| OwnCgroupError::Io { what, path, source }
 }
 
-/// What the helper writes: one directory per mounted hierarchy, and the resources.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The container's cgroup: one directory per mounted hierarchy, and the resources. The daemon
+/// creates it ([`create`]) while it writes the bundle, and sends it with the container's
+/// configuration; the create helper joins it ([`enter`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// `<hierarchy mount>/<cgroupsPath>` for every hierarchy with a controller of
     /// [`CONTROLLERS`], deduplicated (co-mounted controllers share one).
@@ -93,6 +97,9 @@ pub struct Plan {
     pub cpu_dir: Option<PathBuf>,
     /// The container's dir in the hierarchy with the devices controller.
     pub devices_dir: Option<PathBuf>,
+    /// cpuset.cpus and cpuset.mems of every level of the cpuset hierarchy down to the
+    /// container's dir, as [`create`] left them: the decoy gets the same values.
+    pub cpuset_files: Vec<(PathBuf, String)>,
 }
 
 /// The plan for `spec`, or `None` when libcontainer must do the cgroup work (cgroup v2, a
@@ -132,6 +139,7 @@ pub fn plan(spec: &Spec, mountinfo: &str, legacy_layout: bool) -> Option<Plan> {
         cpuset: None,
         cpu_dir: None,
         devices_dir: None,
+        cpuset_files: Vec::new(),
     };
     for (mount, controllers) in v1_mounts(mountinfo) {
         let dir = mount.join(relative);
@@ -209,22 +217,44 @@ fn v1_mounts(mountinfo: &str) -> Vec<(PathBuf, Vec<String>)> {
 }
 
 /// Whether /sys/fs/cgroup holds v1 hierarchies (a tmpfs), as libcontainer decides it.
-pub fn legacy_layout() -> bool {
+fn legacy_layout() -> bool {
     nix::sys::statfs::statfs(CGROUP_ROOT)
         .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
         .unwrap_or(false)
 }
 
-/// Creates and configures the cgroup, moves the calling thread into it and covers cgroupfs
-/// with the decoy tree for libcontainer. For the create helper only: it must be single-threaded, and it changes
-/// its mount namespace for good.
-pub fn enter(plan: &Plan) -> Result<(), OwnCgroupError> {
+/// The plan for `spec` on this host, with the cgroup created ([`create`]); `None` when
+/// libcontainer does the cgroup work (cgroup v2, or a spec [`plan`] refuses).
+pub fn prepare(spec: &Spec) -> Result<Option<Plan>, OwnCgroupError> {
+    if !legacy_layout() {
+        return Ok(None);
+    }
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let mountinfo = std::fs::read_to_string(mountinfo).map_err(io_err("read", mountinfo))?;
+    let Some(mut plan) = plan(spec, &mountinfo, true) else {
+        return Ok(None);
+    };
+    create(&mut plan)?;
+    Ok(Some(plan))
+}
+
+/// Creates the cgroup and writes its resources (in the daemon, while the bundle is written).
+/// On error, what was created is removed again.
+pub fn create(plan: &mut Plan) -> Result<(), OwnCgroupError> {
+    let result = create_dirs(plan);
+    if result.is_err() {
+        let _ = remove(plan);
+    }
+    result
+}
+
+fn create_dirs(plan: &mut Plan) -> Result<(), OwnCgroupError> {
     for dir in &plan.dirs {
         std::fs::create_dir_all(dir).map_err(io_err("create cgroup", dir))?;
     }
     // libcontainer reads the cpuset files of every level from the hierarchy's root down before
     // it joins a cpuset cgroup (and fills empty ones): the decoy gets the real values.
-    let decoy_files = match &plan.cpuset {
+    plan.cpuset_files = match &plan.cpuset {
         Some((mount, dir)) => fill_cpuset(mount, dir)?,
         None => Vec::new(),
     };
@@ -241,10 +271,17 @@ pub fn enter(plan: &Plan) -> Result<(), OwnCgroupError> {
             write(&dir.join(file), &rule.to_string())?;
         }
     }
+    Ok(())
+}
+
+/// Moves the calling thread into the cgroup [`create`] made and covers cgroupfs with the decoy
+/// tree for libcontainer. For the create helper only: it must be single-threaded, and it
+/// changes its mount namespace for good.
+pub fn enter(plan: &Plan) -> Result<(), OwnCgroupError> {
     for dir in &plan.dirs {
         write(&dir.join("tasks"), "0")?;
     }
-    cover_cgroupfs(plan, &decoy_files)
+    cover_cgroupfs(plan, &plan.cpuset_files)
 }
 
 /// A new v1 cpuset cgroup starts with no cpus and no memory nodes, and nothing can join it;
@@ -341,15 +378,24 @@ pub fn without_resources(mut spec: Spec) -> Spec {
     spec
 }
 
-/// Loads `bundle/config.json` (read whole and parsed from memory: several times faster than
-/// parsing through a reader).
-pub fn load_spec(bundle: &Path) -> Result<Spec, OwnCgroupError> {
-    let path = bundle.join("config.json");
-    let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
-    serde_json::from_slice(&bytes).map_err(|e| OwnCgroupError::Spec {
-        path,
-        reason: e.to_string(),
-    })
+/// Writes the bundle libcontainer reads when the cgroup is ours: `spec` without `resources`,
+/// its rootfs path made absolute (relative to `bundle`), as `<dir>/config.json`.
+pub fn write_bundle(spec: &Spec, bundle: &Path, dir: &Path) -> Result<(), OwnCgroupError> {
+    let mut spec = without_resources(spec.clone());
+    if let Some(root) = spec.root_mut()
+        && root.path().is_relative()
+    {
+        let absolute = bundle.join(root.path());
+        root.set_path(absolute);
+    }
+    let config = dir.join("config.json");
+    let spec_error = |reason: String| OwnCgroupError::Spec {
+        path: config.clone(),
+        reason,
+    };
+    let json = serde_json::to_vec(&spec).map_err(|e| spec_error(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    std::fs::write(&config, json).map_err(io_err("write", &config))
 }
 
 fn read(path: &Path) -> Result<String, OwnCgroupError> {

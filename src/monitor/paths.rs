@@ -8,8 +8,8 @@ pub const SOCKET: &str = "monitor.sock";
 pub const PID_FILE: &str = "monitor.pid";
 /// The container's exit record, written atomically after the container is reaped and deleted.
 pub const EXIT_FILE: &str = "exit.json";
-/// The bundle libcontainer reads when the monitor set up the container's cgroup itself: the
-/// daemon's spec without `resources` (see `own_cgroup`).
+/// The bundle libcontainer reads when the daemon set up the container's cgroup itself: the
+/// spec without `resources` (see `own_cgroup`).
 pub const BUNDLE_DIR: &str = "bundle";
 /// The monitor's own log (its stdout and stderr; never the container's output).
 pub const LOG_FILE: &str = "monitor.log";

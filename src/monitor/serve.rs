@@ -48,6 +48,9 @@ pub struct ServeConfig {
     pub stdio: Stdio,
     /// Start the container in the create helper, right after creating it.
     pub start: bool,
+    /// The cgroup the daemon made for the container; the create helper joins it, and
+    /// `bundle` holds a spec without resources (see `own_cgroup`).
+    pub own_cgroup: Option<own_cgroup::Plan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,13 +182,13 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         ],
         ChildStdio::Console(_) => Vec::new(),
     };
-    let (own, bundle) = own_cgroup_plan(cfg)?;
+    let own = &cfg.own_cgroup;
+    let bundle = &cfg.bundle;
     let reply = helper::run_keeping_reply_first("libcontainer create", &keep, || {
         if let Some(plan) = &own {
             own_cgroup::enter(plan).map_err(|e| format!("cgroup: {e}"))?;
         }
-        runtime::create(&cfg.id, &bundle, &cfg.runtime_root, child, cfg.start)
-            .map(|p| p.to_string())
+        runtime::create(&cfg.id, bundle, &cfg.runtime_root, child, cfg.start).map(|p| p.to_string())
     });
     let reply = reply.map_err(ServeError::from).and_then(|r| {
         r.parse::<i32>()
@@ -249,38 +252,6 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         memory: None,
     };
     Ok((container, pump))
-}
-
-/// Whether the create helper sets up the cgroup itself (see `own_cgroup`), and the bundle
-/// libcontainer then reads: a copy of the spec without `resources` in the monitor directory.
-fn own_cgroup_plan(cfg: &ServeConfig) -> Result<(Option<own_cgroup::Plan>, PathBuf), ServeError> {
-    let unchanged = || Ok((None, cfg.bundle.clone()));
-    if !own_cgroup::legacy_layout() {
-        return unchanged();
-    }
-    let Ok(mut spec) = own_cgroup::load_spec(&cfg.bundle) else {
-        // libcontainer reports the unreadable spec with its own words.
-        return unchanged();
-    };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
-    let Some(plan) = own_cgroup::plan(&spec, &mountinfo, true) else {
-        return unchanged();
-    };
-    // The copy lives elsewhere: a rootfs path relative to the bundle is made absolute.
-    if let Some(root) = spec.root_mut()
-        && root.path().is_relative()
-    {
-        let absolute = cfg.bundle.join(root.path());
-        root.set_path(absolute);
-    }
-    let bundle = cfg.dir.join(paths::BUNDLE_DIR);
-    std::fs::create_dir_all(&bundle).map_err(io_err("create", &bundle))?;
-    let config = bundle.join("config.json");
-    own_cgroup::without_resources(spec)
-        .save(&config)
-        .map_err(|e| ServeError::Setup(format!("write {}: {e}", config.display())))?;
-    Ok((Some(plan), bundle))
 }
 
 /// init's pid from libcontainer's state, for cleaning up a create that succeeded in

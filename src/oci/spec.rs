@@ -44,6 +44,33 @@ pub struct SandboxSpecInput<'a> {
 }
 
 /// Build the sandbox container's spec. Pure, except for reading a Localhost seccomp profile.
+/// The pause's cgroup resources: containerd's CPU shares and the device rules.
+fn sandbox_resources(privileged: bool) -> LinuxResources {
+    let mut resources = LinuxResources::default();
+    let mut cpu = LinuxCpu::default();
+    cpu.set_shares(Some(SANDBOX_CPU_SHARES));
+    resources.set_cpu(Some(cpu));
+    resources.set_devices(Some(security::device_rules(privileged)));
+    resources
+}
+
+/// The cgroup part of the sandbox's spec (cgroups path and resources; no mounts), known before
+/// the rest: the daemon makes the cgroup from it while it prepares the bundle.
+pub fn sandbox_cgroup_spec(config: &PodSandboxConfig, cgroups_path: &str) -> Spec {
+    let privileged = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|sc| sc.privileged);
+    let mut linux = Linux::default();
+    linux.set_resources(Some(sandbox_resources(privileged)));
+    linux.set_cgroups_path(Some(cgroups_path.into()));
+    let mut spec = Spec::default();
+    spec.set_mounts(None);
+    spec.set_linux(Some(linux));
+    spec
+}
+
 pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     let config = input.config;
     let default_sc = LinuxSandboxSecurityContext::default();
@@ -68,12 +95,6 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     let choice = seccomp::choose(sc.seccomp.as_ref(), sandbox_seccomp_path(sc))?;
     let seccomp = seccomp::resolve(&choice, privileged, &caps, input.seccomp_profile_root)?;
 
-    let mut resources = LinuxResources::default();
-    let mut cpu = LinuxCpu::default();
-    cpu.set_shares(Some(SANDBOX_CPU_SHARES));
-    resources.set_cpu(Some(cpu));
-    resources.set_devices(Some(security::device_rules(privileged)));
-
     let mut linux = Linux::default();
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
@@ -82,7 +103,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     } else {
         Some(sysctls.clone())
     });
-    linux.set_resources(Some(resources));
+    linux.set_resources(Some(sandbox_resources(privileged)));
     linux.set_cgroups_path(Some(input.cgroups_path.into()));
     linux.set_namespaces(Some(ns.linux_namespaces(input.netns_path)));
     // None: libcontainer creates its standard device nodes (null, zero, full, tty, random...).

@@ -20,6 +20,10 @@ pub enum Undo {
     Unpin { path: PathBuf },
     /// CNI DEL from the cached config (pushed before ADD: a failed ADD may have allocated).
     CniTeardown { id: String, netns: PathBuf },
+    /// Remove the cgroup the daemon made for the pause (after the pause is gone).
+    RemoveOwnCgroup {
+        plan: crate::monitor::own_cgroup::Plan,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +70,13 @@ impl Rollback {
                 Undo::KillContainer { id } => ctx.kill_now(id).await.map_err(|e| e.to_string()),
                 Undo::Unpin { path } => {
                     crate::network::netns::unpin(path).map_err(|e| e.to_string())
+                }
+                Undo::RemoveOwnCgroup { plan } => {
+                    let plan = plan.clone();
+                    tokio::task::spawn_blocking(move || crate::monitor::own_cgroup::remove(&plan))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
                 }
                 Undo::CniTeardown { id, netns } => ctx
                     .cni

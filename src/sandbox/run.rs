@@ -12,6 +12,7 @@ use super::rollback::{Rollback, Undo};
 use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
 use crate::monitor::PendingCreate;
+use crate::monitor::own_cgroup;
 use crate::network::PodNetwork;
 use crate::oci::spec::SandboxSpecInput;
 use crate::store::sandbox::{RECORD_VERSION, sandbox_name};
@@ -151,7 +152,7 @@ impl Context {
     async fn run_steps(
         &self,
         record: &SandboxRecord,
-        monitor: PendingCreate,
+        mut monitor: PendingCreate,
         record_synced: crate::store::RecordSync,
         rollback: &mut Rollback,
         mut timer: StepTimer,
@@ -159,66 +160,27 @@ impl Context {
         let id = record.id.as_str();
         let config = &record.config;
 
-        let image = self.sandbox_image().await?;
-        timer.step("image");
-
-        let dir = self.sandbox_dir(id);
-        rollback.push(Undo::RemoveRootfs { id: id.into() });
-        let (rootfs, rootfs_mount) = self.sandbox_rootfs(&image, &dir).await?;
-        timer.step("rootfs");
-
-        // Shared by the pod's containers (the pause itself mounts none of them).
-        write_pod_files(&dir, config, record.host_network)
-            .map_err(|e| CriError::internal("writing resolv.conf/hostname/hosts", e))?;
-
-        // A pod with its own IPC namespace gets a host-side tmpfs for /dev/shm, shared by every
-        // container of the pod (a bind from the pause's mount namespace through /proc/PID/root
-        // is refused by the kernel). Removed with the rootfs.
-        let namespaces = crate::oci::namespaces_for(
-            config
-                .linux
-                .as_ref()
-                .and_then(|l| l.security_context.as_ref())
-                .and_then(|s| s.namespace_options.as_ref()),
-        );
-        if namespaces.ipc {
-            mount_shm(&self.sandbox_shm_dir(id))
-                .map_err(|e| CriError::internal("mounting the pod's /dev/shm", e))?;
+        // On cgroup v1 the pod's cgroup is made on a blocking thread while the bundle is
+        // prepared here; the create helper then only joins it (see `monitor::own_cgroup`).
+        let cgroup_spec = crate::oci::spec::sandbox_cgroup_spec(config, &record.cgroups_path);
+        let cgroup = tokio::task::spawn_blocking(move || own_cgroup::prepare(&cgroup_spec));
+        let prepared = self.prepare_bundle(record, rollback, &mut timer).await;
+        let plan = match cgroup.await {
+            Ok(made) => made.map_err(|e| CriError::internal("creating the sandbox's cgroup", e)),
+            Err(e) => Err(CriError::Internal(format!("cgroup task: {e}"))),
+        };
+        if let Ok(Some(plan)) = &plan {
+            rollback.push(Undo::RemoveOwnCgroup { plan: plan.clone() });
         }
-
-        // The pod's network namespace exists before its sandbox container, which joins it: CNI
-        // can then wire it while the container is being created.
-        let netns_path = (!record.host_network).then(|| self.netns_path(id));
-        if let Some(netns) = &netns_path {
-            rollback.push(Undo::Unpin {
-                path: netns.clone(),
-            });
-            crate::network::netns::create(netns)
-                .map_err(|e| CriError::internal("creating the pod network namespace", e))?;
-            timer.step("netns");
+        let (image, netns_path, spec) = prepared?;
+        if let Some(plan) = plan? {
+            let dir = self.sandbox_dir(id);
+            let bundle = monitor.dir().join(crate::monitor::BUNDLE_DIR);
+            own_cgroup::write_bundle(&spec, &dir, &bundle)
+                .map_err(|e| CriError::internal("writing libcontainer's bundle", e))?;
+            monitor.use_own_cgroup(plan, bundle);
         }
-
-        let spec = crate::oci::spec::sandbox_spec(&SandboxSpecInput {
-            id,
-            config,
-            image_config: &image.config,
-            rootfs: &rootfs,
-            rootfs_mount: Some(&rootfs_mount),
-            netns_path: netns_path.as_deref(),
-            cgroups_path: &record.cgroups_path,
-            oom_score_adj: self.sandbox_oom_score_adj,
-            seccomp_profile_root: &self.config.root.join("seccomp"),
-        })
-        .map_err(|e| match e.grpc_code() {
-            tonic::Code::Unimplemented => CriError::Unimplemented(format!("sandbox spec: {e}")),
-            _ => CriError::InvalidArgument(format!("sandbox spec: {e}")),
-        })?;
-        let spec_json = serde_json::to_vec(&spec)
-            .map_err(|e| CriError::Internal(format!("serializing sandbox spec: {e}")))?;
-        // Not fsynced: after a crash the sandbox is torn down, never restarted from its bundle.
-        std::fs::write(dir.join("config.json"), &spec_json)
-            .map_err(|e| CriError::internal("writing bundle config.json", e))?;
-        timer.step("spec");
+        timer.step("cgroup");
 
         rollback.push(Undo::KillContainer { id: id.into() });
         let create = async {
@@ -284,6 +246,83 @@ impl Context {
         timer.step("ready-record");
         tracing::debug!(sandbox = %id, steps = %timer, "RunPodSandbox step timings");
         Ok(())
+    }
+
+    /// The bundle: image, read-only rootfs, the files shared by the pod's containers, /dev/shm,
+    /// the network namespace and the spec (written as `config.json`).
+    async fn prepare_bundle(
+        &self,
+        record: &SandboxRecord,
+        rollback: &mut Rollback,
+        timer: &mut StepTimer,
+    ) -> CriResult<(
+        ImageRecord,
+        Option<std::path::PathBuf>,
+        oci_spec::runtime::Spec,
+    )> {
+        let id = record.id.as_str();
+        let config = &record.config;
+        let image = self.sandbox_image().await?;
+        timer.step("image");
+
+        let dir = self.sandbox_dir(id);
+        rollback.push(Undo::RemoveRootfs { id: id.into() });
+        let (rootfs, rootfs_mount) = self.sandbox_rootfs(&image, &dir).await?;
+        timer.step("rootfs");
+
+        // Shared by the pod's containers (the pause itself mounts none of them).
+        write_pod_files(&dir, config, record.host_network)
+            .map_err(|e| CriError::internal("writing resolv.conf/hostname/hosts", e))?;
+
+        // A pod with its own IPC namespace gets a host-side tmpfs for /dev/shm, shared by every
+        // container of the pod (a bind from the pause's mount namespace through /proc/PID/root
+        // is refused by the kernel). Removed with the rootfs.
+        let namespaces = crate::oci::namespaces_for(
+            config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref()),
+        );
+        if namespaces.ipc {
+            mount_shm(&self.sandbox_shm_dir(id))
+                .map_err(|e| CriError::internal("mounting the pod's /dev/shm", e))?;
+        }
+
+        // The pod's network namespace exists before its sandbox container, which joins it: CNI
+        // can then wire it while the container is being created.
+        let netns_path = (!record.host_network).then(|| self.netns_path(id));
+        if let Some(netns) = &netns_path {
+            rollback.push(Undo::Unpin {
+                path: netns.clone(),
+            });
+            crate::network::netns::create(netns)
+                .map_err(|e| CriError::internal("creating the pod network namespace", e))?;
+            timer.step("netns");
+        }
+
+        let spec = crate::oci::spec::sandbox_spec(&SandboxSpecInput {
+            id,
+            config,
+            image_config: &image.config,
+            rootfs: &rootfs,
+            rootfs_mount: Some(&rootfs_mount),
+            netns_path: netns_path.as_deref(),
+            cgroups_path: &record.cgroups_path,
+            oom_score_adj: self.sandbox_oom_score_adj,
+            seccomp_profile_root: &self.config.root.join("seccomp"),
+        })
+        .map_err(|e| match e.grpc_code() {
+            tonic::Code::Unimplemented => CriError::Unimplemented(format!("sandbox spec: {e}")),
+            _ => CriError::InvalidArgument(format!("sandbox spec: {e}")),
+        })?;
+        let spec_json = serde_json::to_vec(&spec)
+            .map_err(|e| CriError::Internal(format!("serializing sandbox spec: {e}")))?;
+        // Not fsynced: after a crash the sandbox is torn down, never restarted from its bundle.
+        std::fs::write(dir.join("config.json"), &spec_json)
+            .map_err(|e| CriError::internal("writing bundle config.json", e))?;
+        timer.step("spec");
+        Ok((image, netns_path, spec))
     }
 
     /// The configured sandbox image; the built-in one is imported from this binary when absent,
