@@ -351,6 +351,20 @@ fn cover_cgroupfs(plan: &Plan, files: &[(PathBuf, String)]) -> Result<(), OwnCgr
     Ok(())
 }
 
+/// Removes what is left of the cgroup [`prepare`] would make for `spec` (an interrupted
+/// create's, found later by the sandbox's removal); nothing to do is success.
+pub fn remove_for(spec: &Spec) -> Result<(), OwnCgroupError> {
+    if !legacy_layout() {
+        return Ok(());
+    }
+    let mountinfo = Path::new("/proc/self/mountinfo");
+    let mountinfo = std::fs::read_to_string(mountinfo).map_err(io_err("read", mountinfo))?;
+    match plan(spec, &mountinfo, true) {
+        Some(plan) => remove(&plan),
+        None => Ok(()),
+    }
+}
+
 /// Removes the cgroup after a failed create (libcontainer's cleanup cannot see it then).
 /// Waits briefly for killed processes to leave; missing directories are fine.
 pub fn remove(plan: &Plan) -> Result<(), OwnCgroupError> {

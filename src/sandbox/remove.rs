@@ -31,6 +31,7 @@ impl Context {
             self.remove_container_files(&container).await?;
         }
         self.remove_rootfs(id).await?;
+        self.remove_own_cgroup(id).await?;
         self.remove_monitor_dir(id).await;
         self.sandboxes
             .delete(id)

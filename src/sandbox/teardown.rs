@@ -72,6 +72,19 @@ impl Context {
         .map_err(|e| CriError::internal(format!("removing rootfs of sandbox {id}"), e))
     }
 
+    /// Remove the pause's cgroup if it is still there: the monitor's delete removes it, but a
+    /// daemon that died between making it and creating the pause left it to us.
+    pub async fn remove_own_cgroup(&self, id: &str) -> CriResult<()> {
+        let Some(record) = self.sandboxes.get(id) else {
+            return Ok(());
+        };
+        let spec = crate::oci::spec::sandbox_cgroup_spec(&record.config, &record.cgroups_path);
+        tokio::task::spawn_blocking(move || crate::monitor::own_cgroup::remove_for(&spec))
+            .await
+            .map_err(|e| CriError::Internal(format!("remove cgroup task: {e}")))?
+            .map_err(|e| CriError::internal(format!("removing the cgroup of sandbox {id}"), e))
+    }
+
     pub async fn remove_monitor_dir(&self, id: &str) {
         let dir = self.monitor_dir(id);
         if let Err(e) = crate::util::remove_dir_all_if_exists(&dir) {
