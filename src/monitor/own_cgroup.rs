@@ -226,16 +226,21 @@ fn legacy_layout() -> bool {
 /// The plan for `spec` on this host, with the cgroup created ([`create`]); `None` when
 /// libcontainer does the cgroup work (cgroup v2, or a spec [`plan`] refuses).
 pub fn prepare(spec: &Spec) -> Result<Option<Plan>, OwnCgroupError> {
+    let Some(mut plan) = plan_here(spec)? else {
+        return Ok(None);
+    };
+    create(&mut plan)?;
+    Ok(Some(plan))
+}
+
+/// [`plan`] for this host's cgroup layout and mounts.
+fn plan_here(spec: &Spec) -> Result<Option<Plan>, OwnCgroupError> {
     if !legacy_layout() {
         return Ok(None);
     }
     let mountinfo = Path::new("/proc/self/mountinfo");
     let mountinfo = std::fs::read_to_string(mountinfo).map_err(io_err("read", mountinfo))?;
-    let Some(mut plan) = plan(spec, &mountinfo, true) else {
-        return Ok(None);
-    };
-    create(&mut plan)?;
-    Ok(Some(plan))
+    Ok(plan(spec, &mountinfo, true))
 }
 
 /// Creates the cgroup and writes its resources (in the daemon, while the bundle is written).
@@ -354,12 +359,7 @@ fn cover_cgroupfs(plan: &Plan, files: &[(PathBuf, String)]) -> Result<(), OwnCgr
 /// Removes what is left of the cgroup [`prepare`] would make for `spec` (an interrupted
 /// create's, found later by the sandbox's removal); nothing to do is success.
 pub fn remove_for(spec: &Spec) -> Result<(), OwnCgroupError> {
-    if !legacy_layout() {
-        return Ok(());
-    }
-    let mountinfo = Path::new("/proc/self/mountinfo");
-    let mountinfo = std::fs::read_to_string(mountinfo).map_err(io_err("read", mountinfo))?;
-    match plan(spec, &mountinfo, true) {
+    match plan_here(spec)? {
         Some(plan) => remove(&plan),
         None => Ok(()),
     }
