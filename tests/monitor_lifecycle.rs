@@ -323,7 +323,7 @@ async fn start_with_create_runs_the_process_at_once() {
     cfg.start = true;
     spawn_create(&cfg).await.expect("create and start");
     let client = f.client();
-    // Nobody called start: the process ran on its own, and a later start changes nothing.
+    // Nobody called start: the process ran on its own.
     let exit = client
         .wait_exited(Duration::from_secs(10))
         .await

@@ -182,13 +182,12 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         ],
         ChildStdio::Console(_) => Vec::new(),
     };
-    let own = &cfg.own_cgroup;
-    let bundle = &cfg.bundle;
     let reply = helper::run_keeping_reply_first("libcontainer create", &keep, || {
-        if let Some(plan) = &own {
+        if let Some(plan) = &cfg.own_cgroup {
             own_cgroup::enter(plan).map_err(|e| format!("cgroup: {e}"))?;
         }
-        runtime::create(&cfg.id, bundle, &cfg.runtime_root, child, cfg.start).map(|p| p.to_string())
+        runtime::create(&cfg.id, &cfg.bundle, &cfg.runtime_root, child, cfg.start)
+            .map(|p| p.to_string())
     });
     let reply = reply.map_err(ServeError::from).and_then(|r| {
         r.parse::<i32>()
@@ -224,7 +223,7 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
             }) {
                 tracing::error!(id = %cfg.id, error = %d, "cleanup after a failed create");
             }
-            if let Some(plan) = &own
+            if let Some(plan) = &cfg.own_cgroup
                 && let Err(r) = own_cgroup::remove(plan)
             {
                 tracing::error!(id = %cfg.id, error = %r, "removing the cgroup after a failed create");

@@ -21,9 +21,7 @@ pub enum Undo {
     /// CNI DEL from the cached config (pushed before ADD: a failed ADD may have allocated).
     CniTeardown { id: String, netns: PathBuf },
     /// Remove the cgroup the daemon made for the pause (after the pause is gone).
-    RemoveOwnCgroup {
-        plan: crate::monitor::own_cgroup::Plan,
-    },
+    RemoveOwnCgroup { id: String },
 }
 
 #[derive(Debug, Default)]
@@ -71,12 +69,8 @@ impl Rollback {
                 Undo::Unpin { path } => {
                     crate::network::netns::unpin(path).map_err(|e| e.to_string())
                 }
-                Undo::RemoveOwnCgroup { plan } => {
-                    let plan = plan.clone();
-                    tokio::task::spawn_blocking(move || crate::monitor::own_cgroup::remove(&plan))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()))
+                Undo::RemoveOwnCgroup { id } => {
+                    ctx.remove_own_cgroup(id).await.map_err(|e| e.to_string())
                 }
                 Undo::CniTeardown { id, netns } => ctx
                     .cni

@@ -169,8 +169,8 @@ impl Context {
             Ok(made) => made.map_err(|e| CriError::internal("creating the sandbox's cgroup", e)),
             Err(e) => Err(CriError::Internal(format!("cgroup task: {e}"))),
         };
-        if let Ok(Some(plan)) = &plan {
-            rollback.push(Undo::RemoveOwnCgroup { plan: plan.clone() });
+        if let Ok(Some(_)) = &plan {
+            rollback.push(Undo::RemoveOwnCgroup { id: id.into() });
         }
         let (image, netns_path, spec) = prepared?;
         if let Some(plan) = plan? {

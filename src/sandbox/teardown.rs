@@ -73,7 +73,8 @@ impl Context {
     }
 
     /// Remove the pause's cgroup if it is still there: the monitor's delete removes it, but a
-    /// daemon that died between making it and creating the pause left it to us.
+    /// failed RunPodSandbox (rollback) or a daemon that died between making it and creating
+    /// the pause leaves it to us. Found again from the record, as the daemon made it.
     pub async fn remove_own_cgroup(&self, id: &str) -> CriResult<()> {
         let Some(record) = self.sandboxes.get(id) else {
             return Ok(());
