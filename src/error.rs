@@ -23,6 +23,9 @@ pub enum CriError {
     /// The operation ran out of the time the caller gave it (ExecSync's timeout).
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// Something the node depends on cannot be reached now (a registry); retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
     /// The node failed to do what was asked; the message carries the chain of causes.
     #[error("{0}")]
     Internal(String),
@@ -53,6 +56,7 @@ impl CriError {
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::Unimplemented(_) => Code::Unimplemented,
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            CriError::Unavailable(_) => Code::Unavailable,
             CriError::Internal(_) => Code::Unknown,
         }
     }

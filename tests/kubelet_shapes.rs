@@ -191,3 +191,29 @@ async fn privileged_and_all_capabilities_get_the_runtimes_bounding_set() {
     remove_kubepods(&d);
     assert_no_leaks(&d).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_state_dir_works() {
+    // Monitor sockets live under <state>/m/<64-hex id>/: with this state dir their paths are
+    // far over the 107 bytes a unix socket address holds.
+    let opts = DaemonOpts {
+        state_dir_name: Some(format!("state-{}", "s".repeat(58))),
+        ..Default::default()
+    };
+    let d = TestDaemon::start(opts).await;
+    assert!(d.state().as_os_str().len() > 64, "{}", d.state().display());
+    d.import_busybox();
+    let config = kubelet_pod(&d, "longstate", "besteffort");
+    let id = d.run_pod(config.clone()).await;
+    let mut c = container_config("tty", &["sleep", "3600"]);
+    c.tty = true;
+    let ctr = d.run_container(&id, &config, c).await;
+    assert_eq!(d.exec_ok(&ctr, &["echo", "hi"]).await.trim(), "hi");
+    d.restart().await;
+    assert_eq!(d.exec_ok(&ctr, &["echo", "again"]).await.trim(), "again");
+    d.stop_container(&ctr, 0).await;
+    d.remove_container(&ctr).await;
+    d.stop_and_remove(&id).await;
+    remove_kubepods(&d);
+    assert_no_leaks(&d).await;
+}

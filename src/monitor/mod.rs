@@ -160,10 +160,6 @@ fn launch_checked(cfg: serve::ServeConfig) -> u8 {
         eprintln!("monitor directory {} does not exist", cfg.dir.display());
         return 2;
     }
-    if let Err(reason) = paths::check_socket_path(&cfg.dir) {
-        eprintln!("{reason}");
-        return 2;
-    }
     launch::launch(cfg)
 }
 
