@@ -209,6 +209,18 @@ async fn a_long_state_dir_works() {
     c.tty = true;
     let ctr = d.run_container(&id, &config, c).await;
     assert_eq!(d.exec_ok(&ctr, &["echo", "hi"]).await.trim(), "hi");
+    // ps names each monitor's container, as conmon's command line does.
+    for object in [&id, &ctr] {
+        let pid_file = d.state().join("m").join(object).join("monitor.pid");
+        let pid = std::fs::read_to_string(&pid_file).expect("monitor.pid");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).expect("cmdline");
+        let words: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        assert_eq!(words, ["crius", "monitor", object.as_str()], "{words:?}");
+    }
     d.restart().await;
     assert_eq!(d.exec_ok(&ctr, &["echo", "again"]).await.trim(), "again");
     d.stop_container(&ctr, 0).await;

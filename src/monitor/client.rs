@@ -269,6 +269,8 @@ pub(super) fn spawn_standby(exe: &Path) -> Result<tokio::process::Child, Monitor
     let mut cmd = Command::new(exe);
     cmd.arg("monitor")
         .arg("--standby")
+        .arg(super::title::ROOM_ARG)
+        .arg(super::title::room())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

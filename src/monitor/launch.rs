@@ -67,6 +67,7 @@ pub fn launch(cfg: ServeConfig) -> u8 {
         Err(e) => fail(&format!("fork: {e}")),
         Ok(ForkResult::Child) => {
             drop(rx);
+            super::title::set(&format!("crius monitor {}", cfg.id));
             monitor(cfg, tx)
         }
         Ok(ForkResult::Parent { child }) => {

@@ -55,6 +55,7 @@ mod serve;
 mod standby;
 mod stdio;
 mod sys;
+mod title;
 mod wire;
 
 #[cfg(test)]
@@ -105,6 +106,9 @@ pub struct MonitorArgs {
     /// Give the exec'd process a pty.
     #[arg(long)]
     pub tty: bool,
+    /// Command-line room for the monitor's title (see `title.rs`); the value is ignored.
+    #[arg(long = "title-room", hide = true)]
+    pub title_room: Option<String>,
 }
 
 /// Entry point of `crius monitor`; returns the process exit code (0 success, 1 failure,

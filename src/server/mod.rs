@@ -93,9 +93,12 @@ const EVENT_BUFFER: usize = 1024;
 /// `crius daemon`: resolve the config, start tokio, serve until SIGTERM/SIGINT.
 pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file or the journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

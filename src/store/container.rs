@@ -18,6 +18,17 @@ pub enum ContainerState {
     Exited,
 }
 
+impl ContainerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Creating => "creating",
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub version: u32,
