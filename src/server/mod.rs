@@ -2,6 +2,7 @@
 //! The service adapters here are thin: decode, call the lifecycle code, encode; this is the
 //! only layer where errors become gRPC statuses.
 
+mod authority;
 mod image;
 mod runtime;
 mod socket;
@@ -169,7 +170,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "crius serving CRI v1"
     );
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    // Clients on a unix socket send any :authority; see `authority.rs`.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::UnixListenerStream::new(listener),
+        |conn| conn.map(authority::AuthorityFix::new),
+    );
     tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime::Runtime::new(
             ctx.clone(),
