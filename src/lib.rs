@@ -19,3 +19,4 @@ pub mod snapshot;
 pub mod stats;
 pub mod store;
 pub mod util;
+pub mod validate;

@@ -75,7 +75,8 @@ fn pull_status(e: PullError) -> Status {
         PullErrorKind::FailedPrecondition => Code::FailedPrecondition,
         PullErrorKind::Internal => Code::Unknown,
     };
-    Status::new(code, e.to_string())
+    // A pull that filled the disk is ResourceExhausted, as everywhere else.
+    crate::error::refine(Status::new(code, e.to_string()))
 }
 
 fn cri_credentials(a: &cri::AuthConfig) -> Result<Credentials, Status> {
