@@ -339,7 +339,7 @@ fn cover_cgroupfs(plan: &Plan, files: &[(PathBuf, String)]) -> Result<(), OwnCgr
         CGROUP_ROOT,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=64k,mode=755"),
+        Some("size=1m,mode=755"),
     )
     .map_err(sys("mount a tmpfs on /sys/fs/cgroup"))?;
     for dir in &plan.decoys {
