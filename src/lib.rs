@@ -13,6 +13,7 @@ pub mod image;
 pub mod monitor;
 pub mod network;
 pub mod oci;
+pub mod oplocks;
 pub mod sandbox;
 pub mod server;
 pub mod snapshot;
