@@ -36,9 +36,15 @@ impl Context {
             .resolve(sandbox_id)
             .ok_or_else(|| CriError::NotFound(format!("pod sandbox {sandbox_id:?} not found")))?;
         let ctx = self.clone();
-        tokio::spawn(async move { ctx.create_in_sandbox(&sandbox_id, config).await })
-            .await
-            .map_err(|e| CriError::Internal(format!("CreateContainer task: {e}")))?
+        tokio::spawn(async move {
+            let created = ctx.create_in_sandbox(&sandbox_id, config).await;
+            if let Ok(id) = &created {
+                ctx.watch_container(id);
+            }
+            created
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("CreateContainer task: {e}")))?
     }
 
     async fn create_in_sandbox(

@@ -14,6 +14,8 @@ pub const REASON_COMPLETED: &str = "Completed";
 pub const REASON_ERROR: &str = "Error";
 pub const REASON_OOM: &str = "OOMKilled";
 pub const REASON_UNKNOWN: &str = "Unknown";
+/// A container whose monitor died without recording its exit (crius's own reason).
+pub const REASON_MONITOR_GONE: &str = "MonitorDied";
 
 fn exit_reason(exit: &ExitInfo) -> &'static str {
     if exit.oom_killed {
