@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Context {
     pub config: Config,
     pub images: ImageStore,
+    /// Pulls for PullImage and for the configured sandbox image on first use.
+    pub puller: crate::image::Puller,
     pub sandboxes: SandboxStore,
     pub containers: ContainerStore,
     pub cni: Cni,

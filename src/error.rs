@@ -26,6 +26,9 @@ pub enum CriError {
     /// The node ran out of something it needs: disk space (ENOSPC), inodes, quota.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Something the node depends on cannot be reached now (a registry); retrying may help.
+    #[error("{0}")]
+    Unavailable(String),
     /// The node failed to do what was asked; the message carries the chain of causes.
     #[error("{0}")]
     Internal(String),
@@ -104,6 +107,7 @@ impl CriError {
             CriError::Unimplemented(_) => Code::Unimplemented,
             CriError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             CriError::ResourceExhausted(_) => Code::ResourceExhausted,
+            CriError::Unavailable(_) => Code::Unavailable,
             CriError::Internal(msg) => classify(msg),
         }
     }

@@ -111,9 +111,7 @@ fn b64(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn username_password_through_the_token_server() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let f = Fixture::start().await;
     let scope = format!("repository:{REPO}:pull");
 
@@ -187,9 +185,7 @@ async fn username_password_through_the_token_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_token_for_a_public_repository() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let f = Fixture::start().await;
     // Docker Hub's public images work this way: an anonymous token, then the pull.
     let (_dir, _store, p) = f.puller();
@@ -208,9 +204,7 @@ async fn anonymous_token_for_a_public_repository() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_token_and_registry_token() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let f = Fixture::start().await;
     let scope = format!("repository:{REPO}:pull");
 
@@ -261,9 +255,7 @@ async fn identity_token_and_registry_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_never_reach_a_mirror() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let f = Fixture::start().await;
     // The image's own registry is a local port nobody listens on; the token-auth registry
     // is its mirror. Everything stays on 127.0.0.1.
@@ -315,9 +307,7 @@ async fn credentials_never_reach_a_mirror() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_image_over_cri_with_auth_config() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     use k8s_cri::v1::{AuthConfig, ImageSpec, PullImageRequest};
     let f = Fixture::start().await;
     let d = common::TestDaemon::start(common::DaemonOpts::default()).await;

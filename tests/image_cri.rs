@@ -20,9 +20,7 @@ fn spec(image: &str) -> Option<ImageSpec> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pull_status_list_remove_over_cri() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let desc = layout.image(
@@ -141,4 +139,85 @@ async fn fs_used(images: &mut common::daemon::Images) -> u64 {
         .as_ref()
         .unwrap()
         .value
+}
+
+/// A daemon whose registry.k8s.io is the local registry `reg` (plain HTTP), with
+/// `sandbox_image` configured.
+async fn mirrored_daemon(reg: &Registry, sandbox_image: &str) -> TestDaemon {
+    let d = TestDaemon::start(DaemonOpts::default().sandbox_image(sandbox_image)).await;
+    std::fs::write(
+        d.dir().join("crius.toml"),
+        format!(
+            "[registry.mirrors.\"registry.k8s.io\"]\nendpoint = [\"http://{}\"]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    d.restart().await;
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_configured_sandbox_image_is_pulled_on_first_use() {
+    require_tools();
+    let reg = Registry::start(None);
+    // The built-in pause image, pushed as registry.k8s.io/pause:3.10 would be.
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("pause.tar");
+    std::fs::write(&archive, crius::image::builtin::archive()).unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://{}/pause:3.10", reg.host()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {out:?}");
+
+    let d = mirrored_daemon(&reg, "registry.k8s.io/pause:3.10").await;
+    let mut images = d.image();
+    let before = images
+        .image_status(ImageStatusRequest {
+            image: spec("registry.k8s.io/pause:3.10"),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(before.image.is_none(), "not pulled before the first pod");
+    let id = d.run_pod(d.host_network_pod_config("first")).await;
+    let status = images
+        .image_status(ImageStatusRequest {
+            image: spec("registry.k8s.io/pause:3.10"),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let img = status.image.expect("pulled by RunPodSandbox");
+    assert!(img.pinned, "the sandbox image is pinned");
+    assert!(
+        reg.log().contains("pause/manifests/3.10"),
+        "fetched from the mirror:\n{}",
+        reg.log()
+    );
+    d.stop_and_remove(&id).await;
+    common::assert_no_leaks(&d).await;
+
+    // A sandbox image the registry does not have: a clear error, nothing left behind.
+    let d = mirrored_daemon(&reg, "registry.k8s.io/pause:missing").await;
+    let (code, msg) = common::code_of(
+        d.runtime()
+            .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
+                config: Some(d.host_network_pod_config("nopause")),
+                runtime_handler: String::new(),
+            })
+            .await,
+    );
+    assert_eq!(code, tonic::Code::FailedPrecondition, "{msg}");
+    assert!(
+        msg.contains("pulling the sandbox image registry.k8s.io/pause:missing"),
+        "{msg}"
+    );
+    assert!(d.list_pods(None).await.is_empty());
+    common::assert_no_leaks(&d).await;
 }

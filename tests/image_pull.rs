@@ -31,9 +31,7 @@ fn skopeo_digest(reg: &Registry, repo_tag: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busybox_pull_is_byte_for_byte_and_idempotent() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let entries = busybox_entries();
@@ -73,9 +71,7 @@ async fn busybox_pull_is_byte_for_byte_and_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whiteouts_compressions_dedup_and_removal_frees_disk() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let base = layer_tar(&[
@@ -171,9 +167,7 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_resolves_os_arch_and_variant() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let mut manifests = Vec::new();
@@ -227,9 +221,7 @@ async fn index_resolves_os_arch_and_variant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_from_request_or_config() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(Some(("alice", "s3cret")));
     let layout = Layout::new();
     let desc = layout.image(&[(layer_tar(&[file("f", b"x")]), Comp::Gzip)], "amd64", "");
@@ -278,9 +270,7 @@ fn b64(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_serves_upstream_name() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let desc = layout.image(
@@ -308,9 +298,7 @@ async fn mirror_serves_upstream_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlisted_registry_never_gets_plain_http() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let (_d, store) = new_store();
     let puller = Puller::new(store, Default::default());
@@ -329,9 +317,7 @@ async fn unlisted_registry_never_gets_plain_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_download_each_blob_once() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let big = |seed: u8| {
@@ -382,9 +368,7 @@ async fn concurrent_pulls_download_each_blob_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_corrupt_blob_and_cancelled_pull_leave_nothing() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let data: Vec<u8> = (0..8_000_000u32)
@@ -458,9 +442,7 @@ fn desc_layer(layout: &Layout, desc: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_import_round_trip() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let reg = Registry::start(None);
     let layout = Layout::new();
     let entries = busybox_entries();

@@ -18,13 +18,12 @@ const EXE_OVERRIDE: &str = "CRIUS_TEST_MONITOR_EXE";
 /// larger and spread out).
 const RSS_BUDGET_KIB: u64 = 2048;
 
-fn can_run() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root || !Path::new(BUSYBOX).exists() {
-        eprintln!("skipped: needs root and {BUSYBOX}");
-        return false;
-    }
-    true
+/// Fails the test unless it can run (a test that cannot run must not pass).
+fn require_root_and_busybox() {
+    assert!(
+        nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists(),
+        "this test needs root and {BUSYBOX} (run hack/install-deps as root)"
+    );
 }
 
 /// One container's bundle, monitor dir and runtime root, removed (with anything still
@@ -186,9 +185,7 @@ fn oom_score_adj(pid: i32) -> String {
 
 #[tokio::test]
 async fn create_start_sigterm_records_143() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("term");
     // Without a pid namespace: a namespace's init ignores SIGTERM unless it handles it.
     f.write_spec(&["/busybox", "sleep", "1000"], false);
@@ -274,9 +271,7 @@ async fn create_start_sigterm_records_143() {
 
 #[tokio::test]
 async fn sigkill_in_pid_namespace_records_137() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("kill");
     f.write_spec(&["/busybox", "sleep", "1000"], true);
     spawn_create(&f.config()).await.expect("create");
@@ -294,9 +289,7 @@ async fn sigkill_in_pid_namespace_records_137() {
 
 #[tokio::test]
 async fn own_exit_code_is_recorded() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("exit3");
     f.write_spec(&["/busybox", "sh", "-c", "exit 3"], true);
     spawn_create(&f.config()).await.expect("create");
@@ -314,9 +307,7 @@ async fn own_exit_code_is_recorded() {
 
 #[tokio::test]
 async fn start_with_create_runs_the_process_at_once() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("cstart");
     f.write_spec(&["/busybox", "sh", "-c", "exit 5"], true);
     let mut cfg = f.config();
@@ -367,9 +358,7 @@ async fn run_to_exit(standby: &std::sync::Arc<Standby>, name: &str, code: i32) {
 
 #[tokio::test]
 async fn the_standby_monitor_creates_and_is_replaced() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let standby = Standby::new(Fixture::exe());
     standby.refill();
     wait_for("a standby monitor", || standby.spare_pid().is_some()).await;
@@ -406,9 +395,7 @@ async fn the_standby_monitor_creates_and_is_replaced() {
 
 #[tokio::test]
 async fn kill_all_reaches_every_process_and_leftovers_are_removed() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("all");
     // No pid namespace: the background sleep would outlive init if nobody killed it.
     f.write_spec(
@@ -438,9 +425,7 @@ async fn kill_all_reaches_every_process_and_leftovers_are_removed() {
 
 #[tokio::test]
 async fn killing_a_created_container_cleans_up() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("created");
     f.write_spec(&["/busybox", "sleep", "1000"], true);
     spawn_create(&f.config()).await.expect("create");
@@ -458,9 +443,7 @@ async fn killing_a_created_container_cleans_up() {
 
 #[tokio::test]
 async fn failures_report_the_cause_and_leave_nothing() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     // No config.json at all.
     let f = Fixture::new("nospec");
     let err = spawn_create(&f.config()).await.unwrap_err();
@@ -491,9 +474,7 @@ async fn failures_report_the_cause_and_leave_nothing() {
 
 #[tokio::test]
 async fn orphaned_container_is_deleted_without_its_monitor() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("orphan");
     f.write_spec(&["/busybox", "sleep", "1000"], true);
     let created = spawn_create(&f.config()).await.expect("create");
@@ -521,9 +502,7 @@ async fn orphaned_container_is_deleted_without_its_monitor() {
 
 #[tokio::test]
 async fn a_wedged_monitor_times_out_instead_of_hanging() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("wedged");
     f.write_spec(&["/busybox", "sleep", "1000"], true);
     let created = spawn_create(&f.config()).await.expect("create");

@@ -12,12 +12,12 @@ const BUSYBOX: &str = "/bin/busybox";
 const CGROUP_PARENT: &str = "crius-test-stdio";
 const EXE_OVERRIDE: &str = "CRIUS_TEST_MONITOR_EXE";
 
-fn can_run() -> bool {
-    if !nix::unistd::geteuid().is_root() || !Path::new(BUSYBOX).exists() {
-        eprintln!("skipped: needs root and {BUSYBOX}");
-        return false;
-    }
-    true
+/// Fails the test unless it can run (a test that cannot run must not pass).
+fn require_root_and_busybox() {
+    assert!(
+        nix::unistd::geteuid().is_root() && Path::new(BUSYBOX).exists(),
+        "this test needs root and {BUSYBOX} (run hack/install-deps as root)"
+    );
 }
 
 /// How the test container is set up.
@@ -239,9 +239,7 @@ async fn wait_exit(client: &MonitorClient) -> crius::monitor::ExitInfo {
 
 #[tokio::test]
 async fn stdout_and_stderr_are_logged_in_cri_format() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("lines");
     let client = f
         .run(
@@ -288,9 +286,7 @@ async fn stdout_and_stderr_are_logged_in_cri_format() {
 
 #[tokio::test]
 async fn a_long_line_is_split_into_partials() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("long");
     // 40 KiB of 'x' and a newline, then a short line.
     let client = f
@@ -321,9 +317,7 @@ async fn a_long_line_is_split_into_partials() {
 
 #[tokio::test]
 async fn log_is_complete_before_the_exit_record() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("order");
     // A burst larger than a pipe buffer right before exiting.
     let client = f
@@ -346,9 +340,7 @@ async fn log_is_complete_before_the_exit_record() {
 
 #[tokio::test]
 async fn reopen_after_rotation_and_logging_without_any_client() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("rotate");
     // Prints a numbered line every 50 ms until told to stop (a file in its rootfs).
     let client = f
@@ -403,9 +395,7 @@ async fn reopen_after_rotation_and_logging_without_any_client() {
 
 #[tokio::test]
 async fn tty_output_is_logged_as_stdout() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("tty");
     let client = f
         .run(
@@ -437,9 +427,7 @@ async fn tty_output_is_logged_as_stdout() {
 
 #[tokio::test]
 async fn stdin_stays_open_when_requested() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("stdin");
     // With stdin on /dev/null `cat` would exit at once.
     let client = f.run(&["/busybox", "cat"], Opts::default()).await;
@@ -451,9 +439,7 @@ async fn stdin_stays_open_when_requested() {
 
 #[tokio::test]
 async fn oom_kill_is_detected() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("oom");
     // The shell keeps 64 MiB in a variable under a 16 MiB limit.
     let client = f
@@ -479,9 +465,7 @@ async fn oom_kill_is_detected() {
 
 #[tokio::test]
 async fn exec_sync_output_exit_code_and_timeout() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_busybox();
     let f = Fixture::new("exec");
     let client = f.run(&["/busybox", "sleep", "1000"], Opts::default()).await;
 

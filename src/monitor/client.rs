@@ -129,10 +129,7 @@ pub fn prepare_create(cfg: &MonitorConfig) -> Result<PendingCreate, MonitorError
 
 /// Checks `cfg` before anything is made for it.
 pub(super) fn check_config(cfg: &MonitorConfig) -> Result<(), MonitorError> {
-    validate_id(&cfg.id).map_err(MonitorError::InvalidConfig)?;
-    paths::check_socket_path(&cfg.dir)
-        .map(drop)
-        .map_err(MonitorError::InvalidConfig)
+    validate_id(&cfg.id).map_err(MonitorError::InvalidConfig)
 }
 
 /// Creates the monitor directory and pairs it with `child`, a `crius monitor --standby`.
@@ -579,7 +576,9 @@ impl MonitorClient {
     async fn call(&self, op_name: &'static str, op: Op) -> Result<Reply, MonitorError> {
         let request = proto::Request { op: Some(op) };
         let exchange = async {
-            let mut stream = UnixStream::connect(paths::socket_path(&self.dir)).await?;
+            let socket = paths::ShortPath::new(&paths::socket_path(&self.dir))?;
+            let mut stream = UnixStream::connect(socket.path()).await?;
+            drop(socket);
             wire::write_msg_async(&mut stream, &request).await?;
             wire::read_msg_async::<proto::Response>(&mut stream).await
         };

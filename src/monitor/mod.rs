@@ -38,6 +38,7 @@
 //! never stop containers. The way to stop a container is a kill request; a monitor that is
 //! killed outright leaves the container to be removed with [`cleanup_orphan`].
 
+mod cause;
 mod cgroup;
 mod client;
 mod cri_log;
@@ -157,10 +158,6 @@ fn launch_checked(cfg: serve::ServeConfig) -> u8 {
     }
     if !cfg.dir.is_dir() {
         eprintln!("monitor directory {} does not exist", cfg.dir.display());
-        return 2;
-    }
-    if let Err(reason) = paths::check_socket_path(&cfg.dir) {
-        eprintln!("{reason}");
         return 2;
     }
     launch::launch(cfg)

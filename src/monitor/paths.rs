@@ -1,5 +1,8 @@
 //! Names of the files a monitor keeps in its directory, shared by the monitor and the daemon.
 
+use nix::fcntl::OFlag;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The control socket (see proto/monitor.proto).
@@ -22,16 +25,53 @@ pub fn socket_path(dir: &Path) -> PathBuf {
     dir.join(SOCKET)
 }
 
-/// Checks that the control socket of `dir` fits in `sun_path`, so that an over-long directory is
-/// reported as such instead of as an obscure bind(2) or connect(2) failure.
-pub fn check_socket_path(dir: &Path) -> Result<PathBuf, String> {
-    let path = socket_path(dir);
-    let len = path.as_os_str().len();
-    if len > SUN_PATH_MAX {
-        return Err(format!(
-            "control socket path {} is {len} bytes; unix sockets allow at most {SUN_PATH_MAX}: use a shorter monitor directory",
-            path.display()
-        ));
+/// A name for the unix socket `path` that fits `sun_path` however long its directory is: `path`
+/// itself when it fits, otherwise `/proc/self/fd/<N>/<file name>` through a descriptor of the
+/// directory, which this value holds open while the name is used (bind or connect). The kernel
+/// resolves that name like any path, so the socket lands in (or is found in) the real directory.
+/// This keeps socket paths from limiting the length of the state dir or of container ids.
+pub struct ShortPath {
+    path: PathBuf,
+    _dir: Option<OwnedFd>,
+}
+
+impl ShortPath {
+    pub fn new(path: &Path) -> io::Result<ShortPath> {
+        if path.as_os_str().len() <= SUN_PATH_MAX {
+            return Ok(ShortPath {
+                path: path.to_owned(),
+                _dir: None,
+            });
+        }
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("socket path {} has no directory", path.display()),
+            ));
+        };
+        let dir = nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(io::Error::from)?;
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+        let short = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+        if short.as_os_str().len() > SUN_PATH_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("socket name {} is too long", Path::new(name).display()),
+            ));
+        }
+        Ok(ShortPath {
+            path: short,
+            _dir: Some(dir),
+        })
     }
-    Ok(path)
+
+    /// The name to bind or connect to while `self` lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }

@@ -91,7 +91,7 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
         return Err(ServeError::Setup(format!("PR_SET_CHILD_SUBREAPER: {e}")));
     }
     let signals = sys::signalfd().map_err(|e| ServeError::Setup(format!("signalfd: {e}")))?;
-    let socket = paths::check_socket_path(&cfg.dir).map_err(ServeError::Setup)?;
+    let socket = paths::socket_path(&cfg.dir);
     let listener = bind(&socket)?;
     let pid_file = cfg.dir.join(paths::PID_FILE);
     // An exit record in the directory belongs to an earlier container; the daemon would take
@@ -134,8 +134,9 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
 /// Binds the control socket; a socket file left by a dead monitor is replaced, a live one is
 /// an error (two monitors for one container must never happen).
 fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    let short = paths::ShortPath::new(path).map_err(io_err("open the directory of", path))?;
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+        if UnixStream::connect(short.path()).is_ok() {
             return Err(ServeError::Setup(format!(
                 "another monitor is serving {}",
                 path.display()
@@ -143,7 +144,7 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         }
         std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
     }
-    let listener = UnixListener::bind(path).map_err(io_err("bind", path))?;
+    let listener = UnixListener::bind(short.path()).map_err(io_err("bind", path))?;
     let restrict = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .and_then(|()| listener.set_nonblocking(true));
     if let Err(e) = restrict {
@@ -182,12 +183,26 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         ],
         ChildStdio::Console(_) => Vec::new(),
     };
-    let reply = helper::run_keeping_reply_first("libcontainer create", &keep, || {
+    // With our own cgroup, libcontainer's cleanup of a failed create only sees the decoy tree
+    // and fails to remove it: its complaints are noise (crius removes the real cgroup).
+    let ignore: &[&str] = match cfg.own_cgroup {
+        Some(_) => runtime::DECOY_CLEANUP_NOISE,
+        None => &[],
+    };
+    let reply = helper::run_keeping_reply_first("libcontainer create", &keep, ignore, || {
         if let Some(plan) = &cfg.own_cgroup {
             own_cgroup::enter(plan).map_err(|e| format!("cgroup: {e}"))?;
         }
-        runtime::create(&cfg.id, &cfg.bundle, &cfg.runtime_root, child, cfg.start)
-            .map(|p| p.to_string())
+        let decoy = cfg.own_cgroup.is_some();
+        runtime::create(
+            &cfg.id,
+            &cfg.bundle,
+            &cfg.runtime_root,
+            child,
+            cfg.start,
+            decoy,
+        )
+        .map(|p| p.to_string())
     });
     let reply = reply.map_err(ServeError::from).and_then(|r| {
         r.parse::<i32>()

@@ -133,7 +133,7 @@ impl ConsoleSocket {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let listener = UnixListener::bind(path)?;
+        let listener = UnixListener::bind(super::paths::ShortPath::new(path)?.path())?;
         Ok(Self {
             path: path.to_owned(),
             listener,

@@ -301,6 +301,7 @@ impl Context {
             cgroups_path: &record.cgroups_path,
             oom_score_adj: self.sandbox_oom_score_adj,
             seccomp_profile_root: &self.config.root.join("seccomp"),
+            bounding_caps: crate::oci::host::own_bounding_set(),
         })
         .map_err(|e| match e.grpc_code() {
             tonic::Code::Unimplemented => CriError::Unimplemented(format!("sandbox spec: {e}")),
@@ -316,29 +317,52 @@ impl Context {
     }
 
     /// The configured sandbox image; the built-in one is imported from this binary when absent,
-    /// so a node without any network can run pods.
+    /// so a node without any network can run pods. Any other is pulled on first use, with the
+    /// registry configuration (mirrors, credentials), as containerd and CRI-O do: kubelet never
+    /// pulls it. Concurrent first pods share one pull (the puller joins pulls of one image).
     async fn sandbox_image(&self) -> CriResult<ImageRecord> {
         let images = self.images.clone();
         let reference = self.config.sandbox_image.clone();
-        tokio::task::spawn_blocking(move || -> CriResult<ImageRecord> {
+        let stored = tokio::task::spawn_blocking(move || -> CriResult<Option<ImageRecord>> {
             if let Some(image) = images
                 .get(&reference)
                 .map_err(|e| CriError::internal("looking up the sandbox image", e))?
             {
-                return Ok(image);
+                return Ok(Some(image));
             }
             if reference == crate::config::BUILTIN_SANDBOX_IMAGE {
                 return images
                     .ensure_builtin()
+                    .map(Some)
                     .map_err(|e| CriError::internal("importing the built-in sandbox image", e));
             }
-            Err(CriError::FailedPrecondition(format!(
-                "sandbox image {reference} is not in the image store; import it with \
-                 `crius image import` or pull it first"
-            )))
+            Ok(None)
         })
         .await
-        .map_err(|e| CriError::Internal(format!("image task: {e}")))?
+        .map_err(|e| CriError::Internal(format!("image task: {e}")))??;
+        if let Some(image) = stored {
+            return Ok(image);
+        }
+        let reference = self.config.sandbox_image.clone();
+        tracing::info!(image = %reference, "pulling the sandbox image");
+        let puller = self.puller.clone();
+        let opts = crate::image::PullOptions {
+            credentials: None,
+            pinned: true,
+        };
+        // On its own task: a pull cut off by a cancelled RunPodSandbox would only be redone.
+        let pulled = tokio::spawn(async move { puller.pull(&reference, &opts).await })
+            .await
+            .map_err(|e| CriError::Internal(format!("pull task: {e}")))?;
+        let reference = &self.config.sandbox_image;
+        pulled.map(|report| report.image).map_err(|e| {
+            let message = format!("pulling the sandbox image {reference}: {e}");
+            match e.kind().grpc_code() {
+                tonic::Code::Unavailable => CriError::Unavailable(message),
+                tonic::Code::InvalidArgument => CriError::InvalidArgument(message),
+                _ => CriError::FailedPrecondition(message),
+            }
+        })
     }
 }
 

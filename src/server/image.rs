@@ -1,9 +1,7 @@
 //! CRI ImageService adapter over the local image store.
 
 use crate::error::CriError;
-use crate::image::{
-    Credentials, ImageError, ImageRecord, PullError, PullErrorKind, PullOptions, Puller,
-};
+use crate::image::{Credentials, ImageError, ImageRecord, PullError, PullOptions};
 use crate::sandbox::Context;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
@@ -12,17 +10,11 @@ use tonic::{Request, Response, Status};
 
 pub struct Images {
     ctx: Arc<Context>,
-    puller: Puller,
 }
 
 impl Images {
     pub fn new(ctx: Arc<Context>) -> Self {
-        let puller = Puller::new(ctx.images.clone(), ctx.config.registry.clone());
-        // A broken ca_file fails only the pulls that need it; say so at start-up already.
-        if let Err(e) = puller.registry().check() {
-            tracing::warn!(error = %e, "registry configuration");
-        }
-        Images { ctx, puller }
+        Images { ctx }
     }
 
     /// Ids of the pod sandboxes (and, once they exist, containers) whose rootfs is built on
@@ -64,19 +56,8 @@ impl Images {
 
 /// The gRPC code of a failed pull; the message names the image and each endpoint's reply.
 fn pull_status(e: PullError) -> Status {
-    use tonic::Code;
-    let code = match e.kind() {
-        PullErrorKind::InvalidArgument => Code::InvalidArgument,
-        PullErrorKind::NotFound => Code::NotFound,
-        PullErrorKind::Unauthenticated => Code::Unauthenticated,
-        PullErrorKind::PermissionDenied => Code::PermissionDenied,
-        PullErrorKind::Unavailable => Code::Unavailable,
-        PullErrorKind::DataLoss => Code::DataLoss,
-        PullErrorKind::FailedPrecondition => Code::FailedPrecondition,
-        PullErrorKind::Internal => Code::Unknown,
-    };
     // A pull that filled the disk is ResourceExhausted, as everywhere else.
-    crate::error::refine(Status::new(code, e.to_string()))
+    crate::error::refine(Status::new(e.kind().grpc_code(), e.to_string()))
 }
 
 fn cri_credentials(a: &cri::AuthConfig) -> Result<Credentials, Status> {
@@ -231,7 +212,7 @@ impl ImageService for Images {
             credentials,
             pinned,
         };
-        let puller = self.puller.clone();
+        let puller = self.ctx.puller.clone();
         // tonic drops this future if kubelet gives up; the pull finishes (or cleans up) on
         // its own task so no half-written state depends on the client staying.
         let report = tokio::spawn(async move { puller.pull(&reference, &opts).await })

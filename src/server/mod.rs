@@ -134,9 +134,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         crate::oci::oom::own_score(),
         crate::oci::oom::node_can_lower(),
     );
+    let puller = crate::image::Puller::new(images.clone(), config.registry.clone());
+    // A broken ca_file fails only the pulls that need it; say so at start-up already.
+    if let Err(e) = puller.registry().check() {
+        tracing::warn!(error = %e, "registry configuration");
+    }
     let ctx = Arc::new(Context {
         config: config.clone(),
         images,
+        puller,
         sandboxes,
         containers,
         cni,

@@ -44,6 +44,8 @@ pub struct DaemonOpts {
     pub imports: Vec<PathBuf>,
     /// --log-level (default "debug").
     pub log_level: Option<String>,
+    /// The state dir's name under the daemon's temp dir (default "state").
+    pub state_dir_name: Option<String>,
 }
 
 impl DaemonOpts {
@@ -147,7 +149,8 @@ impl TestDaemon {
         self.dir.join("root")
     }
     pub fn state(&self) -> PathBuf {
-        self.dir.join("state")
+        self.dir
+            .join(self.opts.state_dir_name.as_deref().unwrap_or("state"))
     }
     pub fn socket(&self) -> PathBuf {
         self.dir.join("crius.sock")

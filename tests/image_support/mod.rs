@@ -11,19 +11,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-pub fn have_tools() -> bool {
-    let ok = [
+/// Fails the test unless it can run: root, docker-registry, skopeo and htpasswd (installed by
+/// hack/install-deps). A test that cannot run must not pass.
+pub fn require_tools() {
+    let missing: Vec<&str> = [
         "/usr/bin/docker-registry",
         "/usr/bin/skopeo",
         "/usr/bin/htpasswd",
     ]
-    .iter()
-    .all(|p| Path::new(p).exists())
-        && nix_is_root();
-    if !ok {
-        eprintln!("skipping: needs root, docker-registry, skopeo and htpasswd (hack/install-deps)");
-    }
-    ok
+    .into_iter()
+    .filter(|p| !Path::new(p).exists())
+    .collect();
+    assert!(
+        missing.is_empty() && nix_is_root(),
+        "this test needs root and {missing:?} (run hack/install-deps as root)"
+    );
 }
 
 fn nix_is_root() -> bool {

@@ -91,6 +91,23 @@ pub enum PullErrorKind {
     Internal,
 }
 
+impl PullErrorKind {
+    /// The gRPC code of a failed PullImage.
+    pub fn grpc_code(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            PullErrorKind::InvalidArgument => Code::InvalidArgument,
+            PullErrorKind::NotFound => Code::NotFound,
+            PullErrorKind::Unauthenticated => Code::Unauthenticated,
+            PullErrorKind::PermissionDenied => Code::PermissionDenied,
+            PullErrorKind::Unavailable => Code::Unavailable,
+            PullErrorKind::DataLoss => Code::DataLoss,
+            PullErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            PullErrorKind::Internal => Code::Unknown,
+        }
+    }
+}
+
 fn registry_kind(k: ErrorKind) -> PullErrorKind {
     match k {
         ErrorKind::NotFound => PullErrorKind::NotFound,
