@@ -6,12 +6,12 @@ use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
 use crate::image::ImageStore;
 use crate::network::Cni;
+pub use crate::oplocks::{OpGuard, OpLocks};
 use crate::stats::CpuSampler;
 use crate::store::{ContainerStore, SandboxStore};
 use k8s_cri::v1::ContainerEventResponse;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Everything a lifecycle verb needs. Shared by the gRPC services behind an `Arc`.
 pub struct Context {
@@ -40,28 +40,6 @@ pub async fn wait_synced(sync: crate::store::RecordSync) -> CriResult<()> {
     sync.await
         .map_err(|e| CriError::Internal(format!("record sync task: {e}")))?
         .map_err(|e| CriError::internal("syncing the record to disk", e))
-}
-
-/// Serialises lifecycle operations per object id (libcontainer takes no lock of its own, and a
-/// Stop racing a Run must see the Run's finished record).
-#[derive(Default)]
-pub struct OpLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl OpLocks {
-    pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.locks.lock().expect("op locks");
-            map.entry(id.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
-    }
-
-    /// Forget the lock of a removed object.
-    pub fn forget(&self, id: &str) {
-        self.locks.lock().expect("op locks").remove(id);
-    }
 }
 
 impl Context {

@@ -13,35 +13,6 @@ use k8s_cri::v1::{ContainerConfig, ContainerEventType, NamespaceMode};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-fn validate(config: &ContainerConfig) -> CriResult<()> {
-    let meta = config
-        .metadata
-        .as_ref()
-        .ok_or_else(|| CriError::InvalidArgument("container config has no metadata".into()))?;
-    if meta.name.is_empty() {
-        return Err(CriError::InvalidArgument(
-            "container metadata.name must not be empty".into(),
-        ));
-    }
-    if config
-        .image
-        .as_ref()
-        .map(|i| i.image.is_empty())
-        .unwrap_or(true)
-    {
-        return Err(CriError::InvalidArgument(
-            "container config names no image".into(),
-        ));
-    }
-    if !config.log_path.is_empty() && Path::new(&config.log_path).is_absolute() {
-        return Err(CriError::InvalidArgument(format!(
-            "log_path {:?} must be relative to the pod's log directory",
-            config.log_path
-        )));
-    }
-    Ok(())
-}
-
 /// What a failed CreateContainer must undo, newest last.
 enum Undo {
     Record,
@@ -55,7 +26,8 @@ impl Context {
         sandbox_id: &str,
         config: ContainerConfig,
     ) -> CriResult<String> {
-        validate(&config)?;
+        // Before any side effect: names and paths that would reach outside our dirs.
+        crate::validate::container(&config)?;
         if sandbox_id.is_empty() {
             return Err(CriError::InvalidArgument("pod sandbox id is empty".into()));
         }
@@ -64,9 +36,15 @@ impl Context {
             .resolve(sandbox_id)
             .ok_or_else(|| CriError::NotFound(format!("pod sandbox {sandbox_id:?} not found")))?;
         let ctx = self.clone();
-        tokio::spawn(async move { ctx.create_in_sandbox(&sandbox_id, config).await })
-            .await
-            .map_err(|e| CriError::Internal(format!("CreateContainer task: {e}")))?
+        tokio::spawn(async move {
+            let created = ctx.create_in_sandbox(&sandbox_id, config).await;
+            if let Ok(id) = &created {
+                ctx.watch_container(id);
+            }
+            created
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("CreateContainer task: {e}")))?
     }
 
     async fn create_in_sandbox(

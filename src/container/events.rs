@@ -1,16 +1,11 @@
-//! GetContainerEvents: lifecycle events for kubelet's evented PLEG, and the watcher that notices
-//! containers exiting on their own.
+//! GetContainerEvents: lifecycle events for kubelet's evented PLEG; exits are pushed by
+//! `watch`.
 
 use super::status::status_of;
 use crate::context::Context;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::ContainerEventType;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How often running containers are checked for an exit record. kubelet's generic PLEG relists
-/// every second too; evented PLEG subscribers get the event within this period.
-const EXIT_POLL: Duration = Duration::from_millis(500);
 
 impl Context {
     /// Send an event for one container with its pod's and the pod's containers' statuses.
@@ -42,17 +37,8 @@ impl Context {
         });
     }
 
-    /// Watch running containers for exits until the daemon stops.
+    /// Watch every live container for its exit until the daemon stops (see `watch`).
     pub fn spawn_exit_watcher(self: &Arc<Self>) {
-        let ctx = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(EXIT_POLL).await;
-                let Some(ctx) = ctx.upgrade() else { return };
-                for record in ctx.containers.list() {
-                    ctx.refresh_container(record);
-                }
-            }
-        });
+        self.watch_all_containers();
     }
 }

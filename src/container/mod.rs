@@ -17,6 +17,7 @@ pub mod stats;
 pub mod status;
 pub mod stop;
 pub mod update;
+pub mod watch;
 
 use crate::context::Context;
 use crate::error::{CriError, CriResult};

@@ -38,7 +38,6 @@ impl Context {
             .delete(id)
             .map_err(|e| CriError::internal("removing container record", e))?;
         self.cpu.forget(id);
-        self.locks.forget(id);
         tracing::info!(container = %id, "container removed");
         Ok(())
     }

@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::error::{CriError, CriResult};
 use crate::monitor::MonitorClient;
-use crate::store::ContainerState;
+use crate::store::{ContainerState, UpdateError};
 use k8s_cri::v1::ContainerEventType;
 use std::sync::Arc;
 
@@ -38,14 +38,28 @@ impl Context {
             .start()
             .await
             .map_err(|e| CriError::internal(format!("starting container {id}"), e))?;
-        self.containers
-            .update(id, |r| {
-                r.state = ContainerState::Running;
-                r.started_at = crate::util::now_nanos();
-            })
-            .map_err(|e| CriError::internal("updating container record", e))?;
-        self.emit(id, ContainerEventType::ContainerStartedEvent);
-        tracing::info!(container = %id, "container started");
+        // The exit watcher does not take the op lock: a container that exited at once may
+        // already be recorded Exited, which a late "Running" must not overwrite.
+        let started = self.containers.try_update(id, |r| {
+            if r.state != ContainerState::Created {
+                return Err(r.state);
+            }
+            r.state = ContainerState::Running;
+            r.started_at = crate::util::now_nanos();
+            Ok(())
+        });
+        match started {
+            Ok(_) => {
+                self.emit(id, ContainerEventType::ContainerStartedEvent);
+                tracing::info!(container = %id, "container started");
+            }
+            Err(UpdateError::Refused(state)) => {
+                tracing::info!(container = %id, ?state, "container exited before its start was recorded");
+            }
+            Err(UpdateError::Store(e)) => {
+                return Err(CriError::internal("updating container record", e));
+            }
+        }
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use crate::context::Context;
 use crate::error::CriResult;
 use crate::monitor::{ExitInfo, MonitorClient};
-use crate::store::{ContainerRecord, ContainerState};
+use crate::store::{ContainerRecord, ContainerState, UpdateError};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::ContainerEventType;
 use std::collections::HashMap;
@@ -14,6 +14,8 @@ pub const REASON_COMPLETED: &str = "Completed";
 pub const REASON_ERROR: &str = "Error";
 pub const REASON_OOM: &str = "OOMKilled";
 pub const REASON_UNKNOWN: &str = "Unknown";
+/// A container whose monitor died without recording its exit (crius's own reason).
+pub const REASON_MONITOR_GONE: &str = "MonitorDied";
 
 fn exit_reason(exit: &ExitInfo) -> &'static str {
     if exit.oom_killed {
@@ -48,32 +50,35 @@ impl Context {
     }
 
     fn record_exit(&self, id: &str, exit: &ExitInfo) -> Option<ContainerRecord> {
-        let mut changed = false;
-        let updated = self
-            .containers
-            .update(id, |r| {
-                if r.state == ContainerState::Exited {
-                    return;
-                }
-                changed = true;
-                r.state = ContainerState::Exited;
-                r.exit_code = exit.exit_code;
-                r.finished_at = exit.finished_at;
-                if exit.started_at > 0 {
-                    r.started_at = exit.started_at;
-                }
-                r.reason = exit_reason(exit).to_string();
-                if let Some(e) = &exit.cleanup_error {
-                    r.message = format!("cleanup after exit: {e}");
-                }
-            })
-            .map_err(|e| tracing::warn!(container = %id, error = %e, "recording exit"))
-            .ok()?;
-        if changed {
-            tracing::info!(container = %id, exit_code = exit.exit_code, reason = %updated.reason, "container exited");
-            self.emit(id, ContainerEventType::ContainerStoppedEvent);
+        let updated = self.containers.try_update(id, |r| {
+            // Only a live container can exit; an Exited one keeps its first exit.
+            if !matches!(r.state, ContainerState::Created | ContainerState::Running) {
+                return Err(());
+            }
+            r.state = ContainerState::Exited;
+            r.exit_code = exit.exit_code;
+            r.finished_at = exit.finished_at;
+            if exit.started_at > 0 {
+                r.started_at = exit.started_at;
+            }
+            r.reason = exit_reason(exit).to_string();
+            if let Some(e) = &exit.cleanup_error {
+                r.message = format!("cleanup after exit: {e}");
+            }
+            Ok(())
+        });
+        match updated {
+            Ok(updated) => {
+                tracing::info!(container = %id, exit_code = exit.exit_code, reason = %updated.reason, "container exited");
+                self.emit(id, ContainerEventType::ContainerStoppedEvent);
+                Some(updated)
+            }
+            Err(UpdateError::Refused(())) => self.containers.get(id),
+            Err(UpdateError::Store(e)) => {
+                tracing::warn!(container = %id, error = %e, "recording exit");
+                None
+            }
         }
-        Some(updated)
     }
 
     pub fn container_status(

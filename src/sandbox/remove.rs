@@ -36,7 +36,6 @@ impl Context {
         self.sandboxes
             .delete(id)
             .map_err(|e| CriError::internal("removing sandbox record", e))?;
-        self.locks.forget(id);
         tracing::info!(sandbox = %id, "pod sandbox removed");
         Ok(())
     }

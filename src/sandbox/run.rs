@@ -25,25 +25,6 @@ use std::sync::Arc;
 const POD_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
 fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n";
 
-fn validate(config: &PodSandboxConfig) -> CriResult<()> {
-    let meta = config
-        .metadata
-        .as_ref()
-        .ok_or_else(|| CriError::InvalidArgument("sandbox config has no metadata".into()))?;
-    for (field, value) in [
-        ("name", &meta.name),
-        ("namespace", &meta.namespace),
-        ("uid", &meta.uid),
-    ] {
-        if value.is_empty() {
-            return Err(CriError::InvalidArgument(format!(
-                "sandbox metadata.{field} must not be empty"
-            )));
-        }
-    }
-    Ok(())
-}
-
 pub fn is_host_network(config: &PodSandboxConfig) -> bool {
     config
         .linux
@@ -62,7 +43,16 @@ impl Context {
         config: PodSandboxConfig,
         runtime_handler: String,
     ) -> CriResult<String> {
-        validate(&config)?;
+        // Before any side effect: names, paths and ports that would reach outside our dirs.
+        let node_hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        crate::validate::pod_sandbox(
+            &config,
+            &crate::validate::Node {
+                hostname: &node_hostname,
+            },
+        )?;
         if !runtime_handler.is_empty() && runtime_handler != "crius" && runtime_handler != "runc" {
             return Err(CriError::InvalidArgument(format!(
                 "unknown runtime handler {runtime_handler:?}"

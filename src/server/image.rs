@@ -56,7 +56,8 @@ impl Images {
 
 /// The gRPC code of a failed pull; the message names the image and each endpoint's reply.
 fn pull_status(e: PullError) -> Status {
-    Status::new(e.kind().grpc_code(), e.to_string())
+    // A pull that filled the disk is ResourceExhausted, as everywhere else.
+    crate::error::refine(Status::new(e.kind().grpc_code(), e.to_string()))
 }
 
 fn cri_credentials(a: &cri::AuthConfig) -> Result<Credentials, Status> {

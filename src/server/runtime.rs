@@ -329,6 +329,8 @@ impl RuntimeService for Runtime {
                 })
                 .to_string(),
             );
+            // Ids with an operation running or waiting: 0 on an idle daemon.
+            info.insert("opLocks".to_string(), self.ctx.locks.len().to_string());
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {

@@ -1,0 +1,146 @@
+//! A container's monitor killed with SIGKILL: the container is reported Exited, with the
+//! reason, within a second; nothing of it keeps running; Stop and Remove succeed only for a
+//! container that is really gone. Ordinary exits are seen at once, without polling.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::containers::container_config;
+use common::{DaemonOpts, TestDaemon, assert_no_leaks, procs};
+use k8s_cri::v1::ContainerState;
+
+fn monitor_pid(d: &TestDaemon, id: &str) -> i32 {
+    let file = d.state().join("m").join(id).join("monitor.pid");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+/// Poll ContainerStatus (the test's view, as kubelet's) until Exited; how long it took.
+async fn time_to_exited(d: &TestDaemon, id: &str, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let (s, _) = d.container_status(id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{id} not Exited after {limit:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_dead(pid: i32) {
+    let t0 = Instant::now();
+    while procs::is_alive(pid) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "process {pid} still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_monitor_is_noticed_within_a_second() {
+    let d = TestDaemon::start(DaemonOpts::default()).await;
+    d.import_busybox();
+    let pod_config = d.host_network_pod_config("monkill");
+    let pod = d.run_pod(pod_config.clone()).await;
+
+    let id = d
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("sleeper", &["sleep", "600"]),
+        )
+        .await;
+    let init = d.container_pid(&id).await;
+    let monitor = monitor_pid(&d, &id);
+    procs::sigkill(monitor);
+    let took = time_to_exited(&d, &id, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(1), "noticed after {took:?}");
+    let (status, _) = d.container_status(&id).await;
+    assert_eq!(status.reason, "MonitorDied", "{status:?}");
+    assert_eq!(status.exit_code, 255, "{status:?}");
+    assert!(status.message.contains("monitor"), "{status:?}");
+    assert!(status.finished_at > 0, "{status:?}");
+    wait_dead(init).await;
+    d.stop_container(&id, 10).await;
+    d.remove_container(&id).await;
+
+    // Stop racing the watcher right after the kill: it succeeds only because the container
+    // is really stopped.
+    let id = d
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("sleeper2", &["sleep", "600"]),
+        )
+        .await;
+    let init = d.container_pid(&id).await;
+    procs::sigkill(monitor_pid(&d, &id));
+    d.stop_container(&id, 30).await;
+    let (status, _) = d.container_status(&id).await;
+    assert_eq!(
+        status.state,
+        ContainerState::ContainerExited as i32,
+        "{status:?}"
+    );
+    wait_dead(init).await;
+    d.remove_container(&id).await;
+
+    d.stop_and_remove(&pod).await;
+    assert_no_leaks(&d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exits_are_seen_at_once() {
+    let d = TestDaemon::start(DaemonOpts::default()).await;
+    d.import_busybox();
+    let pod_config = d.host_network_pod_config("quickexit");
+    let pod = d.run_pod(pod_config.clone()).await;
+    let mut stream = d
+        .runtime()
+        .get_container_events(k8s_cri::v1::GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    let id = d
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("short", &["sh", "-c", "sleep 0.3; exit 3"]),
+        )
+        .await;
+    let t0 = Instant::now();
+    // The stopped event is pushed by the watcher itself, without any call from us.
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("stopped event in time")
+            .expect("stream ok")
+            .expect("stream open");
+        if ev.container_id == id
+            && ev.container_event_type
+                == k8s_cri::v1::ContainerEventType::ContainerStoppedEvent as i32
+        {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    // 0.3 s of sleep; the old 500 ms poll added up to half a second more.
+    assert!(
+        took < Duration::from_millis(450),
+        "stopped event after {took:?}"
+    );
+    let (status, _) = d.container_status(&id).await;
+    assert_eq!(status.exit_code, 3);
+    d.stop_and_remove(&pod).await;
+    assert_no_leaks(&d).await;
+}
