@@ -18,4 +18,5 @@ pub mod server;
 pub mod snapshot;
 pub mod stats;
 pub mod store;
+pub mod streaming;
 pub mod util;

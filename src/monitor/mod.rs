@@ -69,7 +69,9 @@ pub use client::{
     cleanup_orphan, prepare_create, spawn_create,
 };
 pub use cri_log::MAX_LINE as MAX_LOG_LINE;
-pub use exec_client::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT, exec_sync};
+pub use exec_client::{
+    ExecOutput, ExecRequest, ExecStream, MAX_EXEC_OUTPUT, Resizer, exec_stream, exec_sync,
+};
 pub use exit::ExitInfo;
 pub use launch::Created;
 pub use paths::{BUNDLE_DIR, EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
@@ -104,6 +106,9 @@ pub struct MonitorArgs {
     /// Give the exec'd process a pty.
     #[arg(long)]
     pub tty: bool,
+    /// The exec'd process reads our stdin (after the process JSON) instead of /dev/null.
+    #[arg(long)]
+    pub stdin: bool,
 }
 
 /// Entry point of `crius monitor`; returns the process exit code (0 success, 1 failure,
@@ -143,7 +148,11 @@ pub fn run(args: MonitorArgs) -> u8 {
         };
     }
     if args.exec {
-        return exec::run(&id, &runtime_root, args.tty);
+        let mode = exec::ExecMode {
+            tty: args.tty,
+            stdin: args.stdin,
+        };
+        return exec::run(&id, &runtime_root, mode);
     }
     eprintln!("one of --standby, --delete-only or --exec is required");
     2
