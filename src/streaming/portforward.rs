@@ -140,10 +140,25 @@ async fn forward(plan: PortForwardPlan, error: Stream, mut data: Stream) {
             }
         }
     };
-    // The pod's side ending finishes the forward (the client then sees EOF); the client
-    // ending its side only half-closes the pod connection.
-    tokio::join!(from_pod, to_pod);
-    let _ = data.close().await;
+    // As containerd does: once one direction ends, the other gets a second to finish (a
+    // server that closed after its reply, a client that sent its request and half-closed),
+    // then both streams end.
+    tokio::pin!(from_pod, to_pod);
+    let (mut pod_done, mut client_done) = (false, false);
+    tokio::select! {
+        () = &mut from_pod => pod_done = true,
+        () = &mut to_pod => client_done = true,
+    }
+    let rest = async {
+        if !pod_done {
+            (&mut from_pod).await;
+        }
+        if !client_done {
+            (&mut to_pod).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), rest).await;
+    let _ = out.close().await;
     let _ = error.close().await;
 }
 
