@@ -209,6 +209,81 @@ pub struct Config {
     pub cni: CniConfig,
     /// Registry mirrors, TLS and credentials, in containerd's vocabulary.
     pub registry: RegistryConfig,
+    /// Address the streaming server (Exec/Attach/PortForward URLs) listens on.
+    pub stream_server_address: String,
+    /// Its TCP port; 0 picks a free one (the returned URLs carry the real one). A string as
+    /// in containerd (`"10010"`) or a number.
+    #[serde(deserialize_with = "port_from_string_or_number")]
+    pub stream_server_port: u16,
+    /// A streaming connection with no frame either way for this long is closed (Go duration
+    /// syntax, as containerd: "4h", "30m", "90s", "1h30m"; "0" never).
+    pub stream_idle_timeout: String,
+    /// Serve the streaming URLs over HTTPS.
+    pub enable_tls_streaming: bool,
+    /// PEM certificate (chain) and key for TLS streaming; required with `enable_tls_streaming`.
+    pub x509_key_pair_streaming: StreamTlsFiles,
+}
+
+/// `[x509_key_pair_streaming]` (containerd's table name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamTlsFiles {
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+fn port_from_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u16),
+        Text(String),
+    }
+    match Port::deserialize(d)? {
+        Port::Number(n) => Ok(n),
+        Port::Text(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a port number"))),
+    }
+}
+
+/// Parses a Go-style duration ("4h", "1h30m", "90s", "250ms", "0"). Units: h, m, s, ms.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{text:?}: a number needs a unit (h, m, s, ms)"))?;
+        if digits == 0 {
+            return Err(format!("{text:?}: expected a number"));
+        }
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: bad number {:?}", &rest[..digits]))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            other => return Err(format!("{text:?}: unknown unit {other:?} (h, m, s, ms)")),
+        };
+        total += Duration::from_secs_f64(value * seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 impl Default for Config {
@@ -222,6 +297,11 @@ impl Default for Config {
             log_level: "info".to_string(),
             cni: CniConfig::default(),
             registry: RegistryConfig::default(),
+            stream_server_address: "127.0.0.1".to_string(),
+            stream_server_port: 0,
+            stream_idle_timeout: "4h".to_string(),
+            enable_tls_streaming: false,
+            x509_key_pair_streaming: StreamTlsFiles::default(),
         }
     }
 }
@@ -301,6 +381,29 @@ impl Config {
             });
         }
         self.registry.validate()?;
+        self.stream_server_address
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| ConfigError::Invalid {
+                key: "stream_server_address",
+                reason: format!("{:?} is not an IP address", self.stream_server_address),
+            })?;
+        parse_go_duration(&self.stream_idle_timeout).map_err(|reason| ConfigError::Invalid {
+            key: "stream_idle_timeout",
+            reason,
+        })?;
+        let tls = &self.x509_key_pair_streaming;
+        if tls.tls_cert_file.is_some() != tls.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "x509_key_pair_streaming",
+                reason: "tls_cert_file and tls_key_file go together".into(),
+            });
+        }
+        if self.enable_tls_streaming && tls.tls_cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "enable_tls_streaming",
+                reason: "needs [x509_key_pair_streaming] tls_cert_file and tls_key_file".into(),
+            });
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log_level",
@@ -308,6 +411,13 @@ impl Config {
             }
         })?;
         Ok(())
+    }
+
+    /// The validated idle timeout (`None`: never).
+    pub fn stream_idle_timeout(&self) -> Option<Duration> {
+        parse_go_duration(&self.stream_idle_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
     }
 
     // Layout of the root and state directories, in one place.
@@ -350,6 +460,49 @@ mod tests {
         assert_eq!(c.root, PathBuf::from("/var/lib/crius"));
         assert_eq!(c.cni.bin_dirs.len(), 2);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn streaming_keys_have_containerd_defaults_and_forms() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.stream_server_address, "127.0.0.1");
+        assert_eq!(c.stream_server_port, 0);
+        assert_eq!(c.stream_idle_timeout(), Some(Duration::from_secs(4 * 3600)));
+        assert!(!c.enable_tls_streaming);
+        let c = Config::parse("stream_server_port = \"10010\"\nstream_idle_timeout = \"1h30m\"\n")
+            .unwrap();
+        assert_eq!(c.stream_server_port, 10010);
+        assert_eq!(c.stream_idle_timeout(), Some(Duration::from_secs(5400)));
+        assert_eq!(
+            Config::parse("stream_server_port = 7\n")
+                .unwrap()
+                .stream_server_port,
+            7
+        );
+        assert!(Config::parse("stream_server_port = \"x\"\n").is_err());
+        let c = Config::parse("stream_idle_timeout = \"0\"\n").unwrap();
+        assert_eq!(c.stream_idle_timeout(), None);
+        for bad in [
+            "stream_idle_timeout = \"4 hours\"\n",
+            "stream_server_address = \"localhost\"\n",
+            "[x509_key_pair_streaming]\ntls_cert_file = \"/c.pem\"\n",
+        ] {
+            let e = Config::parse(bad)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("stream") || e.contains("x509"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_go_duration("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert!(parse_go_duration("5").is_err());
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub mod server;
 pub mod snapshot;
 pub mod stats;
 pub mod store;
+pub mod streaming;
 pub mod util;
 pub mod validate;

@@ -1,6 +1,7 @@
-//! ExecSync: run a command in a running container and return its output and exit code. The
-//! process is started by a one-shot `crius monitor` process through libcontainer's tenant
-//! builder (never in the daemon), with the container's own process settings.
+//! ExecSync and the streaming Exec: run a command in a running container. The process is
+//! started by a one-shot `crius monitor --exec` process through libcontainer's tenant builder
+//! (never in the daemon), with the container's own process settings. Also the validation of
+//! PortForward, whose URL the streaming server serves too.
 
 use crate::context::Context;
 use crate::error::{CriError, CriResult};
@@ -10,12 +11,15 @@ use k8s_cri::v1 as cri;
 use std::time::Duration;
 
 impl Context {
-    pub async fn exec_sync(
+    /// The monitor request for running `cmd` in the running container `id` with the
+    /// container's own process settings (user, env, cwd, capabilities, no_new_privileges...).
+    pub fn exec_request(
         &self,
         id: &str,
         cmd: Vec<String>,
-        timeout_seconds: i64,
-    ) -> CriResult<cri::ExecSyncResponse> {
+        tty: bool,
+        timeout: Option<Duration>,
+    ) -> CriResult<ExecRequest> {
         if cmd.is_empty() || cmd[0].is_empty() {
             return Err(CriError::InvalidArgument("exec command is empty".into()));
         }
@@ -31,30 +35,97 @@ impl Context {
             .map_err(|e| CriError::internal("reading the container's config.json", e))?;
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(cmd));
-        process.set_terminal(Some(false));
+        process.set_terminal(Some(tty));
         process.set_console_size(None);
-        let timeout = (timeout_seconds > 0).then(|| Duration::from_secs(timeout_seconds as u64));
-        let output = crate::monitor::exec_sync(&ExecRequest {
+        Ok(ExecRequest {
             id: record.id.clone(),
             runtime_root: self.runtime_root(),
             bundle,
             process,
-            tty: false,
+            tty,
             timeout,
             exe: self.exe.clone(),
         })
-        .await
-        .map_err(|e| CriError::internal(format!("exec in container {}", record.id), e))?;
+    }
+
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_seconds: i64,
+    ) -> CriResult<cri::ExecSyncResponse> {
+        let timeout = (timeout_seconds > 0).then(|| Duration::from_secs(timeout_seconds as u64));
+        let request = self.exec_request(id, cmd, false, timeout)?;
+        let output = crate::monitor::exec_sync(&request)
+            .await
+            .map_err(|e| CriError::internal(format!("exec in container {}", request.id), e))?;
         if output.timed_out {
             return Err(CriError::DeadlineExceeded(format!(
                 "command timed out after {timeout_seconds}s in container {}",
-                record.id
+                request.id
             )));
         }
         Ok(cri::ExecSyncResponse {
             stdout: output.stdout,
             stderr: output.stderr,
             exit_code: output.exit_code,
+        })
+    }
+
+    /// Validates a streaming Exec (as kubelet's and containerd's servers do) and returns
+    /// what the streaming server runs once the client connects.
+    pub fn prepare_exec(&self, req: cri::ExecRequest) -> CriResult<crate::streaming::ExecPlan> {
+        if !req.stdin && !req.stdout && !req.stderr {
+            return Err(CriError::InvalidArgument(
+                "one of stdin, stdout, or stderr must be set".into(),
+            ));
+        }
+        if req.tty && req.stderr {
+            return Err(CriError::InvalidArgument(
+                "tty and stderr cannot both be true".into(),
+            ));
+        }
+        let request = self.exec_request(&req.container_id, req.cmd, req.tty, None)?;
+        Ok(crate::streaming::ExecPlan {
+            request,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            tty: req.tty,
+        })
+    }
+
+    /// Validates a PortForward: the pod must exist and be ready.
+    pub fn prepare_port_forward(
+        &self,
+        req: &cri::PortForwardRequest,
+    ) -> CriResult<crate::streaming::PortForwardPlan> {
+        if req.pod_sandbox_id.is_empty() {
+            return Err(CriError::InvalidArgument("pod sandbox id is empty".into()));
+        }
+        let record = self.refreshed(self.sandbox(&req.pod_sandbox_id)?);
+        if !record.is_ready() {
+            return Err(CriError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                record.id
+            )));
+        }
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(CriError::InvalidArgument(format!("invalid port {p}")));
+        }
+        let netns = if record.host_network {
+            None
+        } else {
+            Some(record.netns_path.clone().ok_or_else(|| {
+                CriError::FailedPrecondition(format!(
+                    "pod sandbox {} has no network namespace",
+                    record.id
+                ))
+            })?)
+        };
+        Ok(crate::streaming::PortForwardPlan {
+            pod_sandbox_id: record.id,
+            netns,
         })
     }
 }

@@ -1,10 +1,17 @@
-//! `crius monitor --exec`: one process run inside a running container, for ExecSync.
+//! `crius monitor --exec`: one process run inside a running container, for ExecSync and the
+//! streaming Exec.
 //!
-//! The daemon starts this with the OCI process JSON on stdin, pipes it reads as stdout and
-//! stderr, and a status pipe as fd 3. We call libcontainer's tenant builder (here, never in the
-//! daemon), which makes the process our child with our stdout and stderr; we wait for it and
-//! write an [`ExecReport`] to fd 3. SIGTERM (the daemon's timeout) kills the process and
+//! The daemon starts this with the OCI process JSON on stdin (a 4-byte big-endian length, then
+//! the JSON), pipes it reads as stdout and stderr, and a status pipe as fd 3. We call
+//! libcontainer's tenant builder (here, never in the daemon), which makes the process our child
+//! with our stdout and stderr; we wait for it and write an [`ExecReport`] to fd 3. SIGTERM
+//! (the daemon's timeout, or a streaming client that went away) kills the process and
 //! everything in its session, then we report and exit.
+//!
+//! With `--stdin` the rest of our stdin is the process's stdin (handed over as is without a
+//! tty; copied to the pty with one). With `--tty` the process gets a pty whose master we
+//! relay to stdout; fd 4, when open, carries window sizes (4 bytes each: columns, rows, both
+//! big-endian u16) that we apply with TIOCSWINSZ.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -26,6 +33,8 @@ use super::sys;
 
 /// The descriptor the report is written to.
 pub const STATUS_FD: RawFd = 3;
+/// The descriptor window sizes arrive on (tty only, optional).
+pub const RESIZE_FD: RawFd = 4;
 /// Upper bound on the process JSON (args and env of a real process are far smaller).
 const MAX_PROCESS_JSON: u64 = 4 << 20;
 /// How long a tty's output may stay readable after the process exited.
@@ -56,8 +65,17 @@ extern "C" fn on_terminate(_: libc::c_int) {
     TERMINATE.store(true, Ordering::SeqCst);
 }
 
+/// What the process gets besides its command.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecMode {
+    /// A pty (its master relayed to our stdout).
+    pub tty: bool,
+    /// Our stdin after the process JSON is the process's stdin (else /dev/null).
+    pub stdin: bool,
+}
+
 /// Entry point; returns the process exit code (0 when a report was written).
-pub fn run(id: &str, runtime_root: &Path, tty: bool) -> u8 {
+pub fn run(id: &str, runtime_root: &Path, mode: ExecMode) -> u8 {
     if fcntl(STATUS_FD, FcntlArg::F_GETFD).is_err() {
         eprintln!("crius monitor --exec: fd {STATUS_FD} (the status pipe) is not open");
         return 2;
@@ -67,7 +85,13 @@ pub fn run(id: &str, runtime_root: &Path, tty: bool) -> u8 {
     let status = unsafe { OwnedFd::from_raw_fd(STATUS_FD) };
     // The exec'd process must not inherit the status pipe.
     let _ = fcntl(status.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-    let report = execute(id, runtime_root, tty, status.as_raw_fd());
+    // Only a tty uses window sizes; a resize fd that is not open is simply absent.
+    let resize = (mode.tty && fcntl(RESIZE_FD, FcntlArg::F_GETFD).is_ok()).then(|| {
+        let _ = fcntl(RESIZE_FD, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        // SAFETY: fd 4 is ours by the same contract as fd 3, and was just checked open.
+        unsafe { OwnedFd::from_raw_fd(RESIZE_FD) }
+    });
+    let report = execute(id, runtime_root, mode, status.as_raw_fd(), resize);
     let data = serde_json::to_vec(&report).unwrap_or_default();
     match File::from(status).write_all(&data) {
         Ok(()) => 0,
@@ -81,7 +105,14 @@ fn failed(reason: impl Into<String>) -> ExecReport {
     }
 }
 
-fn execute(id: &str, runtime_root: &Path, tty: bool, status_fd: RawFd) -> ExecReport {
+fn execute(
+    id: &str,
+    runtime_root: &Path,
+    mode: ExecMode,
+    status_fd: RawFd,
+    resize: Option<OwnedFd>,
+) -> ExecReport {
+    let tty = mode.tty;
     // Dispositions we inherited (Rust ignores SIGPIPE) would pass to the process: libcontainer
     // clones it from us, so start it from the defaults.
     sys::reset_signals();
@@ -98,14 +129,10 @@ fn execute(id: &str, runtime_root: &Path, tty: bool, status_fd: RawFd) -> ExecRe
             return failed(format!("install {s} handler: {e}"));
         }
     }
-    let mut json = Vec::new();
-    if let Err(e) = std::io::stdin()
-        .lock()
-        .take(MAX_PROCESS_JSON)
-        .read_to_end(&mut json)
-    {
-        return failed(format!("read the process JSON from stdin: {e}"));
-    }
+    let json = match read_process_json() {
+        Ok(j) => j,
+        Err(e) => return failed(format!("read the process JSON from stdin: {e}")),
+    };
     let process = match prepare_process(&json, tty) {
         Ok(p) => p,
         Err(e) => return failed(e),
@@ -116,13 +143,15 @@ fn execute(id: &str, runtime_root: &Path, tty: bool, status_fd: RawFd) -> ExecRe
     };
     // Nothing of the daemon's reaches the process: only stdio, the status pipe and the memfd
     // (close-on-exec, read by libcontainer before it clones) stay open.
-    sys::close_fds_except(&[status_fd, memfd.as_raw_fd()]);
+    let mut keep = vec![status_fd, memfd.as_raw_fd()];
+    keep.extend(resize.as_ref().map(|r| r.as_raw_fd()));
+    sys::close_fds_except(&keep);
     let process_path = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
 
     let console = if tty {
-        let path = runtime_root
-            .join(id)
-            .join(format!("exec-{}.sock", std::process::id()));
+        // Directly in the runtime root: below the container's dir the path would not fit
+        // sun_path for a long state dir (the config check budgets `<state>/m/<id>/...` only).
+        let path = runtime_root.join(format!("exec-{}.sock", std::process::id()));
         match ConsoleSocket::bind(&path) {
             Ok(c) => Some(c),
             Err(e) => return failed(format!("console socket {}: {e}", path.display())),
@@ -132,7 +161,7 @@ fn execute(id: &str, runtime_root: &Path, tty: bool, status_fd: RawFd) -> ExecRe
     };
     let stdio = match &console {
         Some(c) => ChildStdio::Console(c.path().to_owned()),
-        None => match own_stdio() {
+        None => match own_stdio(mode.stdin) {
             Ok(s) => ChildStdio::Fds(s),
             Err(e) => return failed(format!("stdio for the process: {e}")),
         },
@@ -158,7 +187,41 @@ fn execute(id: &str, runtime_root: &Path, tty: bool, status_fd: RawFd) -> ExecRe
         None => None,
     };
     drop(console);
-    supervise(pid, master)
+    let tty_input = if tty {
+        TtyInput {
+            stdin: mode.stdin.then(|| dup_cloexec(0)).and_then(Result::ok),
+            resize,
+            pending: Vec::new(),
+        }
+    } else {
+        TtyInput::default()
+    };
+    supervise(pid, master, tty_input)
+}
+
+/// Reads the length-prefixed process JSON with unbuffered reads, so not one byte of the
+/// process's own stdin behind it is consumed.
+fn read_process_json() -> std::io::Result<Vec<u8>> {
+    // SAFETY: fd 0 stays open for the whole process; ManuallyDrop keeps it from being closed.
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    let mut len = [0u8; 4];
+    stdin.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as u64;
+    if len > MAX_PROCESS_JSON {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("process JSON of {len} bytes is over the limit"),
+        ));
+    }
+    let mut json = vec![0u8; len as usize];
+    stdin.read_exact(&mut json)?;
+    Ok(json)
+}
+
+fn dup_cloexec(fd: RawFd) -> std::io::Result<OwnedFd> {
+    let new = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// Parses the process (so a bad one is reported as such, not as a libcontainer error) and
@@ -183,24 +246,86 @@ fn process_file(json: &[u8]) -> std::io::Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// The process's stdin is /dev/null; stdout and stderr are copies of ours (the daemon's
-/// pipes), so the process writes straight to the daemon.
-fn own_stdio() -> std::io::Result<ContainerStdio> {
-    let dup = |fd: RawFd| -> std::io::Result<OwnedFd> {
-        let new = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3))?;
-        // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(new) })
-    };
+/// The process's stdin is ours (the rest of the daemon's pipe) or /dev/null; stdout and
+/// stderr are copies of ours (the daemon's pipes), so the process talks straight to the daemon.
+fn own_stdio(stdin: bool) -> std::io::Result<ContainerStdio> {
     Ok(ContainerStdio {
-        stdin: File::open("/dev/null")?.into(),
-        stdout: dup(1)?,
-        stderr: dup(2)?,
+        stdin: if stdin {
+            dup_cloexec(0)?
+        } else {
+            File::open("/dev/null")?.into()
+        },
+        stdout: dup_cloexec(1)?,
+        stderr: dup_cloexec(2)?,
     })
+}
+
+/// What flows into a tty process: our stdin (copied to the master) and window sizes.
+#[derive(Default)]
+struct TtyInput {
+    stdin: Option<OwnedFd>,
+    resize: Option<OwnedFd>,
+    /// Read from stdin, not yet taken by the master (it is non-blocking).
+    pending: Vec<u8>,
+}
+
+impl TtyInput {
+    /// Reads one chunk of stdin into `pending`; drops stdin at its end.
+    fn read_stdin(&mut self) {
+        let Some(fd) = &self.stdin else { return };
+        let mut buf = [0u8; 16 * 1024];
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => self.stdin = None,
+            Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(_) => self.stdin = None,
+        }
+    }
+
+    /// Writes what the master takes of `pending`.
+    fn flush_to(&mut self, master: &OwnedFd) {
+        while !self.pending.is_empty() {
+            match nix::unistd::write(master, &self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.pending.clear();
+                    self.stdin = None;
+                }
+            }
+        }
+    }
+
+    /// Applies every window size that arrived (the last one wins).
+    fn apply_resizes(&mut self, master: Option<&OwnedFd>) {
+        let Some(fd) = &self.resize else { return };
+        let mut buf = [0u8; 4 * 64];
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => self.resize = None,
+            Ok(n) => {
+                if let (Some(m), Some(size)) = (master, buf[..n].chunks_exact(4).last()) {
+                    let ws = libc::winsize {
+                        ws_col: u16::from_be_bytes([size[0], size[1]]),
+                        ws_row: u16::from_be_bytes([size[2], size[3]]),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid.
+                    unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                }
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(_) => self.resize = None,
+        }
+    }
 }
 
 /// Waits for the process; kills it (and its session) on SIGTERM. Copies a tty's output to
 /// stdout meanwhile.
-fn supervise(pid: Pid, master: Option<OwnedFd>) -> ExecReport {
+fn supervise(pid: Pid, master: Option<OwnedFd>, mut input: TtyInput) -> ExecReport {
     let signals = match sys::signalfd() {
         Ok(s) => s,
         Err(e) => {
@@ -215,6 +340,13 @@ fn supervise(pid: Pid, master: Option<OwnedFd>) -> ExecReport {
         killed = true;
     }
     let mut master = master;
+    if let Some(m) = &master {
+        // Input to the pty must never block the loop that drains its output.
+        let _ = fcntl(
+            m.as_raw_fd(),
+            FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
     let status = loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => {}
@@ -222,15 +354,58 @@ fn supervise(pid: Pid, master: Option<OwnedFd>) -> ExecReport {
             Ok(_) => {}
             Err(e) => return failed(format!("waitpid {pid}: {e}")),
         }
-        let (sig_ready, tty_ready) = {
+        let (sig_ready, tty_ready, tty_writable, stdin_ready, resize_ready) = {
             let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-            if let Some(m) = &master {
-                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+            let out_flags = if input.pending.is_empty() {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::POLLIN | PollFlags::POLLOUT
+            };
+            // Read no more stdin while the master has not taken the last chunk.
+            let stdin_fd = input
+                .stdin
+                .as_ref()
+                .filter(|_| input.pending.is_empty() && master.is_some());
+            let mut slots = [None; 3];
+            for (slot, (fd, flags)) in slots.iter_mut().zip([
+                (master.as_ref(), out_flags),
+                (stdin_fd, PollFlags::POLLIN),
+                (input.resize.as_ref(), PollFlags::POLLIN),
+            ]) {
+                if let Some(fd) = fd {
+                    fds.push(PollFd::new(fd.as_fd(), flags));
+                    *slot = Some(fds.len() - 1);
+                }
             }
+            let [m, i, r] = slots;
             let _ = poll(&mut fds, PollTimeout::NONE);
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+            let has = |i: Option<usize>, what: PollFlags| {
+                i.and_then(|i| fds[i].revents())
+                    .is_some_and(|r| r.intersects(what))
+            };
+            let any = PollFlags::all();
+            (
+                has(Some(0), any),
+                has(
+                    m,
+                    PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR,
+                ),
+                has(m, PollFlags::POLLOUT),
+                has(i, any),
+                has(r, any),
+            )
         };
+        if resize_ready {
+            input.apply_resizes(master.as_ref());
+        }
+        if stdin_ready {
+            input.read_stdin();
+        }
+        if let Some(m) = &master
+            && (tty_writable || stdin_ready)
+        {
+            input.flush_to(m);
+        }
         if tty_ready && !copy_tty(&mut master) {
             master = None;
         }

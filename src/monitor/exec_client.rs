@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::client::MonitorError;
-use super::exec::{ExecReport, STATUS_FD};
+use super::exec::{ExecReport, RESIZE_FD, STATUS_FD};
 use super::validate_id;
 
 /// Most bytes kept per stream (kubelet's limit for ExecSync output); the rest is read and
@@ -61,8 +61,20 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
-/// Runs `req.process` in the container and returns its output and exit code.
-pub async fn exec_sync(req: &ExecRequest) -> Result<ExecOutput, MonitorError> {
+/// A started helper: its pipes, its status pipe and the kill-on-drop guard.
+struct Spawned {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::process::ChildStdout,
+    stderr: tokio::process::ChildStderr,
+    status: tokio::net::unix::pipe::Receiver,
+    resize: Option<tokio::net::unix::pipe::Sender>,
+    guard: TerminateOnDrop,
+}
+
+/// Starts `crius monitor --exec` for `req` and hands it the process JSON. `stdin`: the
+/// helper's stdin stays open for the process after the JSON.
+async fn spawn_helper(req: &ExecRequest, stdin: bool) -> Result<Spawned, MonitorError> {
     validate_id(&req.id).map_err(MonitorError::InvalidConfig)?;
     let fail = |reason: String| MonitorError::ExecFailed {
         id: req.id.clone(),
@@ -78,6 +90,12 @@ pub async fn exec_sync(req: &ExecRequest) -> Result<ExecOutput, MonitorError> {
     let json = serde_json::to_vec(&req.process).map_err(|e| fail(format!("encode: {e}")))?;
     let (status_rx, status_tx) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("status pipe: {e}")))?;
+    // Window sizes for a tty; the helper sees fd 4 closed without one.
+    let resize_pipe = if req.tty {
+        Some(nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(format!("resize pipe: {e}")))?)
+    } else {
+        None
+    };
 
     let mut cmd = Command::new(&req.exe);
     cmd.arg("monitor")
@@ -89,23 +107,46 @@ pub async fn exec_sync(req: &ExecRequest) -> Result<ExecOutput, MonitorError> {
     if req.tty {
         cmd.arg("--tty");
     }
+    if stdin {
+        cmd.arg("--stdin");
+    }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Cancelled callers still get the process killed: see TerminateOnDrop.
         .kill_on_drop(false);
     let tx = status_tx.as_raw_fd();
+    let resize_rx = resize_pipe.as_ref().map(|(r, _)| r.as_raw_fd());
     // SAFETY: runs in the forked child before exec and only calls async-signal-safe
-    // functions (dup2, fcntl) on a descriptor that is open in the child.
+    // functions (dup2, fcntl) on descriptors that are open in the child.
     unsafe {
         cmd.pre_exec(move || {
-            if tx == STATUS_FD {
-                // dup2 onto itself keeps close-on-exec set; clear it instead.
-                if libc::fcntl(tx, libc::F_SETFD, 0) < 0 {
+            let place = |fd: i32, target: i32| {
+                if fd == target {
+                    // dup2 onto itself keeps close-on-exec set; clear it instead.
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, target) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(tx, STATUS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
+                Ok(())
+            };
+            // The resize pipe first: it may sit on fd 3, which the status pipe takes next.
+            if let Some(r) = resize_rx {
+                let moved = if r == STATUS_FD {
+                    let m = libc::fcntl(r, libc::F_DUPFD_CLOEXEC, 10);
+                    if m < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    m
+                } else {
+                    r
+                };
+                place(tx, STATUS_FD)?;
+                place(moved, RESIZE_FD)?;
+            } else {
+                place(tx, STATUS_FD)?;
             }
             Ok(())
         });
@@ -117,18 +158,56 @@ pub async fn exec_sync(req: &ExecRequest) -> Result<ExecOutput, MonitorError> {
     })?;
     drop(status_tx);
     let guard = TerminateOnDrop(child.id().map(|p| p as i32));
+    let resize = match resize_pipe {
+        Some((r, w)) => {
+            drop(r);
+            Some(
+                tokio::net::unix::pipe::Sender::from_owned_fd(w)
+                    .map_err(|e| fail(format!("resize pipe: {e}")))?,
+            )
+        }
+        None => None,
+    };
 
-    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    let (Some(mut stdin), Some(stdout), Some(stderr)) = (stdin, stdout, stderr) else {
+    let (stdin_pipe, stdout, stderr) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let (Some(mut stdin_pipe), Some(stdout), Some(stderr)) = (stdin_pipe, stdout, stderr) else {
         return Err(fail("the helper's pipes are missing".to_owned()));
     };
     // The helper reads the whole process before anything else, so this cannot deadlock.
-    // A helper that died early shows up as a missing report below.
-    let _ = stdin.write_all(&json).await;
-    drop(stdin);
-
+    // A helper that died early shows up as a missing report.
+    let mut framed = (json.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&json);
+    let _ = stdin_pipe.write_all(&framed).await;
     let status = tokio::net::unix::pipe::Receiver::from_owned_fd(status_rx)
         .map_err(|e| fail(format!("status pipe: {e}")))?;
+    Ok(Spawned {
+        child,
+        stdin: stdin_pipe,
+        stdout,
+        stderr,
+        status,
+        resize,
+        guard,
+    })
+}
+
+/// Runs `req.process` in the container and returns its output and exit code.
+pub async fn exec_sync(req: &ExecRequest) -> Result<ExecOutput, MonitorError> {
+    let fail = |reason: String| MonitorError::ExecFailed {
+        id: req.id.clone(),
+        reason,
+    };
+    let Spawned {
+        mut child,
+        stdin,
+        stdout,
+        stderr,
+        status,
+        resize: _,
+        guard,
+    } = spawn_helper(req, false).await?;
+    drop(stdin);
     let (deadline_tx, deadline_rx) = watch::channel(None);
     let supervise = async {
         let result = supervise(&mut child, status, req.timeout).await;
@@ -166,6 +245,120 @@ pub async fn exec_sync(req: &ExecRequest) -> Result<ExecOutput, MonitorError> {
             "the exec helper ended without a report: {}",
             String::from_utf8_lossy(&err).trim()
         ))),
+    }
+}
+
+/// A process running in a container for a streaming Exec: its stdio, window sizes and exit.
+/// Dropping it before [`ExecStream::wait`] returned kills the process (and its session).
+pub struct ExecStream {
+    /// The process's stdin (`None` unless asked for); dropping it is EOF.
+    pub stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    resize: Option<Resizer>,
+    tty: bool,
+    child: tokio::process::Child,
+    status: Option<tokio::net::unix::pipe::Receiver>,
+    /// The report read so far (kept across cancelled waits).
+    report: Vec<u8>,
+    guard: Option<TerminateOnDrop>,
+    id: String,
+}
+
+/// Starts `req.process` (no timeout: `req.timeout` is ignored) with its stdin open when
+/// `stdin` is set, and returns its streams.
+pub async fn exec_stream(req: &ExecRequest, stdin: bool) -> Result<ExecStream, MonitorError> {
+    let s = spawn_helper(req, stdin).await?;
+    Ok(ExecStream {
+        stdin: stdin.then_some(s.stdin),
+        stdout: Some(s.stdout),
+        stderr: Some(s.stderr),
+        resize: s.resize.map(|pipe| Resizer { pipe: Some(pipe) }),
+        tty: req.tty,
+        child: s.child,
+        status: Some(s.status),
+        report: Vec::new(),
+        guard: Some(s.guard),
+        id: req.id.clone(),
+    })
+}
+
+/// Sets a tty process's window size.
+pub struct Resizer {
+    pipe: Option<tokio::net::unix::pipe::Sender>,
+}
+
+impl Resizer {
+    /// A no-op once the process is gone.
+    pub async fn resize(&mut self, columns: u16, rows: u16) {
+        let Some(pipe) = &mut self.pipe else { return };
+        let mut msg = [0u8; 4];
+        msg[..2].copy_from_slice(&columns.to_be_bytes());
+        msg[2..].copy_from_slice(&rows.to_be_bytes());
+        if pipe.write_all(&msg).await.is_err() {
+            self.pipe = None;
+        }
+    }
+}
+
+impl ExecStream {
+    /// The process's stdout (with a tty: everything the pty printed); taken once.
+    pub fn stdout_take(&mut self) -> Option<tokio::process::ChildStdout> {
+        self.stdout.take()
+    }
+
+    /// The process's stderr (with a tty: only the helper's own complaints); taken once.
+    pub fn stderr_take(&mut self) -> Option<tokio::process::ChildStderr> {
+        self.stderr.take()
+    }
+
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// The window-size setter of a tty process (`None` without a tty); taken once.
+    pub fn resizer(&mut self) -> Option<Resizer> {
+        self.resize.take()
+    }
+
+    /// Waits for the process to end; returns its exit code (128 + signal when killed by one).
+    /// Cancel-safe: a dropped call can be repeated.
+    pub async fn wait(&mut self) -> Result<i32, MonitorError> {
+        let fail = |reason: String| MonitorError::ExecFailed {
+            id: self.id.clone(),
+            reason,
+        };
+        if let Some(status) = &mut self.status {
+            // read_to_end is not cancel-safe; read in chunks into a buffer we keep instead.
+            let mut chunk = [0u8; 512];
+            loop {
+                match status.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.report.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+        self.status = None;
+        let buf = std::mem::take(&mut self.report);
+        let _ = self.child.wait().await;
+        if let Some(g) = self.guard.take() {
+            g.disarm();
+        }
+        if buf.is_empty() {
+            return Err(fail("the exec helper ended without a report".to_owned()));
+        }
+        match serde_json::from_slice(&buf) {
+            Ok(ExecReport::Exited { exit_code, .. }) => Ok(exit_code),
+            Ok(ExecReport::NotRunning { reason }) => Err(MonitorError::NotRunning {
+                id: self.id.clone(),
+                reason,
+            }),
+            Ok(ExecReport::Failed { reason }) => Err(fail(reason)),
+            Err(e) => Err(fail(format!(
+                "unreadable exec report {:?}: {e}",
+                String::from_utf8_lossy(&buf)
+            ))),
+        }
     }
 }
 

@@ -71,7 +71,9 @@ pub use client::{
     cleanup_orphan, prepare_create, spawn_create,
 };
 pub use cri_log::MAX_LINE as MAX_LOG_LINE;
-pub use exec_client::{ExecOutput, ExecRequest, MAX_EXEC_OUTPUT, exec_sync};
+pub use exec_client::{
+    ExecOutput, ExecRequest, ExecStream, MAX_EXEC_OUTPUT, Resizer, exec_stream, exec_sync,
+};
 pub use exit::ExitInfo;
 pub use launch::Created;
 pub use paths::{BUNDLE_DIR, EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
@@ -109,6 +111,9 @@ pub struct MonitorArgs {
     /// Command-line room for the monitor's title (see `title.rs`); the value is ignored.
     #[arg(long = "title-room", hide = true)]
     pub title_room: Option<String>,
+    /// The exec'd process reads our stdin (after the process JSON) instead of /dev/null.
+    #[arg(long)]
+    pub stdin: bool,
 }
 
 /// Entry point of `crius monitor`; returns the process exit code (0 success, 1 failure,
@@ -148,7 +153,11 @@ pub fn run(args: MonitorArgs) -> u8 {
         };
     }
     if args.exec {
-        return exec::run(&id, &runtime_root, args.tty);
+        let mode = exec::ExecMode {
+            tty: args.tty,
+            stdin: args.stdin,
+        };
+        return exec::run(&id, &runtime_root, mode);
     }
     eprintln!("one of --standby, --delete-only or --exec is required");
     2

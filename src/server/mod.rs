@@ -161,6 +161,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ctx.recover_containers(container_orphans).await;
     ctx.spawn_exit_watcher();
 
+    let stream = crate::streaming::StreamServer::start(&config)
+        .await
+        .context("starting the streaming server")?;
     let listener = socket::bind(&config.socket)?;
     ctx.standby.refill();
     tracing::info!(
@@ -178,6 +181,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime::Runtime::new(
             ctx.clone(),
+            stream,
         )))
         .add_service(ImageServiceServer::new(image::Images::new(ctx.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown_signal())

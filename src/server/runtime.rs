@@ -2,6 +2,7 @@
 
 use crate::error::CriError;
 use crate::sandbox::Context;
+use crate::streaming::{Pending, StreamServer};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use std::pin::Pin;
@@ -13,11 +14,18 @@ pub const CRI_API_VERSION: &str = "v1";
 
 pub struct Runtime {
     ctx: Arc<Context>,
+    stream: Arc<StreamServer>,
 }
 
 impl Runtime {
-    pub fn new(ctx: Arc<Context>) -> Self {
-        Runtime { ctx }
+    pub fn new(ctx: Arc<Context>, stream: Arc<StreamServer>) -> Self {
+        Runtime { ctx, stream }
+    }
+
+    fn issue(&self, pending: Pending) -> Result<String, Status> {
+        self.stream
+            .issue(pending)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))
     }
 }
 
@@ -217,19 +225,27 @@ impl RuntimeService for Runtime {
         ))
     }
 
-    async fn exec(&self, _req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        not_yet("Exec")
+    /// Validates the request now (a container that is not running is an error here, never a
+    /// URL that fails later) and returns a single-use streaming URL.
+    #[tracing::instrument(name = "Exec", skip_all, fields(id = %req.get_ref().container_id))]
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        let plan = self.ctx.prepare_exec(req.into_inner())?;
+        let url = self.issue(Pending::Exec(Box::new(plan)))?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
     async fn attach(&self, _req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
         not_yet("Attach")
     }
 
+    #[tracing::instrument(name = "PortForward", skip_all, fields(pod = %req.get_ref().pod_sandbox_id))]
     async fn port_forward(
         &self,
-        _req: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        not_yet("PortForward")
+        let plan = self.ctx.prepare_port_forward(req.get_ref())?;
+        let url = self.issue(Pending::PortForward(plan))?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -1,0 +1,377 @@
+//! remotecommand over SPDY: the protocol behind `kubectl exec`/`crictl exec` (and attach).
+//!
+//! After the upgrade the client opens one stream per channel, each named by its `streamType`
+//! header: `error`, `stdin`, `stdout`, `stderr` and (v3+, with a tty) `resize`. The server
+//! waits for all of them (as many as the request asked for), runs the command, relays the
+//! channels, and reports the end on the error stream: v4 as a JSON `metav1.Status`
+//! (`Success`, or `Failure`/`NonZeroExitCode` with an `ExitCode` cause), v1-v3 as the error
+//! text (nothing on success). Window sizes arrive on `resize` as JSON
+//! `{"Width":W,"Height":H}` objects, one after another.
+
+use super::spdy::{self, Session, Stream};
+use super::{http, negotiate, upgrade_spdy};
+use crate::monitor::{ExecRequest, ExecStream, MonitorError};
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// What the client may ask for, best first.
+pub const PROTOCOLS: &[&str] = &[
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+];
+/// How long the client may take to open its streams after the upgrade (kubelet's default).
+const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long output may still arrive after the process ended (a background child that kept
+/// stdout open is not waited for beyond this).
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// A validated Exec: the process to run and the channels the client asked for.
+#[derive(Debug, Clone)]
+pub struct ExecPlan {
+    pub request: ExecRequest,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// The channels the client opened.
+#[derive(Default)]
+pub struct Channels {
+    pub error: Option<Stream>,
+    pub stdin: Option<Stream>,
+    pub stdout: Option<Stream>,
+    pub stderr: Option<Stream>,
+    pub resize: Option<Stream>,
+}
+
+/// The negotiated protocol version (1 to 4).
+fn version_of(protocol: Option<&str>) -> u8 {
+    match protocol {
+        Some("v4.channel.k8s.io") => 4,
+        Some("v3.channel.k8s.io") => 3,
+        Some("v2.channel.k8s.io") => 2,
+        _ => 1,
+    }
+}
+
+/// Upgrades `io` and serves one exec on it.
+pub async fn serve_exec<IO>(
+    mut io: IO,
+    head: &http::RequestHead,
+    plan: ExecPlan,
+    idle: Option<Duration>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let protocol = negotiate(head, PROTOCOLS);
+    let version = version_of(protocol.clone().ok().flatten());
+    if !upgrade_spdy(&mut io, head, protocol).await {
+        return;
+    }
+    let id = plan.request.id.clone();
+    let why = spdy::serve(io, idle, |session| run_exec(session, plan, version)).await;
+    tracing::debug!(container = %id, ?why, "exec stream connection closed");
+}
+
+/// Waits until the client opened the streams it was expected to (kubelet counts them: one
+/// error stream plus one per requested channel, resize with a tty from v3 on).
+pub async fn wait_streams(
+    session: &mut Session,
+    want: (bool, bool, bool, bool),
+    version: u8,
+) -> Option<Channels> {
+    let (stdin, stdout, stderr, tty) = want;
+    let expected = 1
+        + usize::from(stdin)
+        + usize::from(stdout)
+        + usize::from(stderr)
+        + usize::from(tty && version >= 3);
+    let mut ch = Channels::default();
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
+    while got < expected {
+        let s = match tokio::time::timeout_at(deadline, session.accept()).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(_) => {
+                tracing::warn!(
+                    got,
+                    expected,
+                    "timed out waiting for the client to create streams"
+                );
+                return None;
+            }
+        };
+        let slot = match s.header("streamtype") {
+            Some("error") => &mut ch.error,
+            Some("stdin") => &mut ch.stdin,
+            Some("stdout") => &mut ch.stdout,
+            Some("stderr") => &mut ch.stderr,
+            Some("resize") if version >= 3 => &mut ch.resize,
+            other => {
+                tracing::warn!(stream_type = ?other, "unexpected stream type");
+                continue;
+            }
+        };
+        *slot = Some(s);
+        got += 1;
+    }
+    Some(ch)
+}
+
+async fn run_exec(mut session: Session, plan: ExecPlan, version: u8) {
+    let want = (plan.stdin, plan.stdout, plan.stderr, plan.tty);
+    let Some(mut ch) = wait_streams(&mut session, want, version).await else {
+        return;
+    };
+    let mut proc = match crate::monitor::exec_stream(&plan.request, ch.stdin.is_some()).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(container = %plan.request.id, error = %e, "streaming exec did not start");
+            finish(&mut ch, version, Err(e)).await;
+            return;
+        }
+    };
+    let result = relay(&mut ch, &mut proc).await;
+    if let Err(e) = &result {
+        tracing::warn!(container = %plan.request.id, error = %e, "streaming exec failed");
+    }
+    finish(&mut ch, version, result).await;
+}
+
+/// Relays the channels until the process ended and its output is drained.
+async fn relay(ch: &mut Channels, proc: &mut ExecStream) -> Result<i32, MonitorError> {
+    let (done_tx, done_rx) = watch::channel(false);
+    let stdout = proc.stdout_take();
+    let stderr = proc.stderr_take();
+    let out = pump_out(stdout, ch.stdout.as_ref(), done_rx.clone());
+    // With a tty, the helper's stderr carries only its own complaints: log, never relay.
+    let err_target = if proc.is_tty() {
+        None
+    } else {
+        ch.stderr.as_ref()
+    };
+    let err = pump_out(stderr, err_target, done_rx);
+    let stdin = pump_stdin(ch.stdin.as_mut(), proc.stdin.take());
+    let resize = pump_resize(ch.resize.as_mut(), proc.resizer());
+    let wait = async {
+        let r = proc.wait().await;
+        let _ = done_tx.send(true);
+        r
+    };
+    let main = async { tokio::join!(out, err, wait) };
+    tokio::pin!(main, stdin, resize);
+    let (mut stdin_done, mut resize_done) = (false, false);
+    loop {
+        tokio::select! {
+            (_, helper_err, result) = &mut main => {
+                if !helper_err.is_empty() {
+                    tracing::debug!(stderr = %String::from_utf8_lossy(&helper_err).trim(), "exec helper stderr");
+                }
+                return result;
+            }
+            () = &mut stdin, if !stdin_done => stdin_done = true,
+            () = &mut resize, if !resize_done => resize_done = true,
+        }
+    }
+}
+
+/// Ends stdout/stderr, writes the status on the error stream and ends it.
+async fn finish(ch: &mut Channels, version: u8, result: Result<i32, MonitorError>) {
+    for s in [&mut ch.stdout, &mut ch.stderr].into_iter().flatten() {
+        let _ = s.close().await;
+    }
+    if let Some(e) = &mut ch.error {
+        if let Some(body) = status_body(version, &result) {
+            let _ = e.write(&body).await;
+        }
+        let _ = e.close().await;
+    }
+}
+
+/// What the error stream carries for `result` (None: nothing, v1-v3 success).
+pub fn status_body(version: u8, result: &Result<i32, MonitorError>) -> Option<Vec<u8>> {
+    let (json, text) = match result {
+        Ok(0) => (
+            serde_json::json!({"metadata": {}, "status": "Success"}),
+            None,
+        ),
+        Ok(code) => {
+            let msg = format!("command terminated with non-zero exit code: exit status {code}");
+            (
+                serde_json::json!({
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": msg,
+                    "reason": "NonZeroExitCode",
+                    "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+                }),
+                Some(msg),
+            )
+        }
+        Err(e) => {
+            let inner = format!("error executing command in container: {e}");
+            let msg = format!("Internal error occurred: {inner}");
+            (
+                serde_json::json!({
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": msg,
+                    "reason": "InternalError",
+                    "details": {"causes": [{"message": inner}]},
+                    "code": 500,
+                }),
+                Some(msg),
+            )
+        }
+    };
+    if version >= 4 {
+        Some(json.to_string().into_bytes())
+    } else {
+        text.map(String::into_bytes)
+    }
+}
+
+/// Copies `from` to `to` (or drops it without a stream) until EOF, or until a grace period
+/// after `done` (a background process may keep the pipe open). Returns what was dropped
+/// without a stream, at most 4 KiB, for the log.
+async fn pump_out(
+    from: Option<impl AsyncRead + Unpin>,
+    to: Option<&Stream>,
+    mut done: watch::Receiver<bool>,
+) -> Vec<u8> {
+    let mut dropped = Vec::new();
+    let Some(mut from) = from else {
+        return dropped;
+    };
+    let grace = async move {
+        let _ = done.wait_for(|d| *d).await;
+        tokio::time::sleep(OUTPUT_GRACE).await;
+    };
+    tokio::pin!(grace);
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        tokio::select! {
+            n = from.read(&mut buf) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => match to {
+                    Some(s) => {
+                        if s.write_bytes(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => {
+                        let room = 4096usize.saturating_sub(dropped.len());
+                        dropped.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                },
+            },
+            () = &mut grace => break,
+        }
+    }
+    dropped
+}
+
+/// Copies the client's stdin to the process until the client ends it; then closes the
+/// process's stdin (EOF).
+async fn pump_stdin(from: Option<&mut Stream>, to: Option<impl AsyncWrite + Unpin>) {
+    let (Some(from), Some(mut to)) = (from, to) else {
+        return;
+    };
+    while let Some(chunk) = from.read().await {
+        if to.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+#[derive(serde::Deserialize)]
+struct TerminalSize {
+    #[serde(rename = "Width")]
+    width: u16,
+    #[serde(rename = "Height")]
+    height: u16,
+}
+
+/// Parses every complete JSON size in `buf`, leaving an incomplete tail. Bad JSON empties
+/// the buffer (nothing later could be trusted to line up).
+fn parse_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
+    let mut sizes = Vec::new();
+    let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<TerminalSize>();
+    let mut consumed = 0;
+    loop {
+        match it.next() {
+            Some(Ok(s)) => {
+                consumed = it.byte_offset();
+                sizes.push((s.width, s.height));
+            }
+            Some(Err(e)) if e.is_eof() => break,
+            Some(Err(_)) => {
+                consumed = buf.len();
+                break;
+            }
+            None => {
+                consumed = buf.len();
+                break;
+            }
+        }
+    }
+    buf.drain(..consumed);
+    sizes
+}
+
+async fn pump_resize(from: Option<&mut Stream>, to: Option<crate::monitor::Resizer>) {
+    let (Some(from), Some(mut to)) = (from, to) else {
+        return;
+    };
+    let mut buf = Vec::new();
+    while let Some(chunk) = from.read().await {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > 64 << 10 {
+            buf.clear();
+        }
+        for (w, h) in parse_sizes(&mut buf) {
+            to.resize(w, h).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_across_chunks() {
+        let mut b = br#"{"Width":80,"Height":24}{"Width":100,"#.to_vec();
+        assert_eq!(parse_sizes(&mut b), vec![(80, 24)]);
+        b.extend_from_slice(br#""Height":50}"#);
+        assert_eq!(parse_sizes(&mut b), vec![(100, 50)]);
+        assert!(b.is_empty());
+        let mut bad = b"nonsense".to_vec();
+        assert!(parse_sizes(&mut bad).is_empty());
+        assert!(bad.is_empty());
+    }
+
+    #[test]
+    fn status_follows_the_protocol_version() {
+        let ok = status_body(4, &Ok(0)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&ok).unwrap();
+        assert_eq!(v["status"], "Success");
+        let fail = status_body(4, &Ok(137)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&fail).unwrap();
+        assert_eq!(v["reason"], "NonZeroExitCode");
+        assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");
+        assert_eq!(v["details"]["causes"][0]["message"], "137");
+        assert_eq!(status_body(3, &Ok(0)), None);
+        let text = String::from_utf8(status_body(2, &Ok(1)).unwrap()).unwrap();
+        assert!(text.contains("non-zero exit code"), "{text}");
+        assert_eq!(version_of(Some("v4.channel.k8s.io")), 4);
+        assert_eq!(version_of(None), 1);
+    }
+}
