@@ -35,7 +35,7 @@ mkdir -p "$(dirname "$CRIUS_HOST_EXE")" /opt/crius-tests
 cp "$share/bin/crius" "$CRIUS_HOST_EXE"
 cp "$share"/tests/* /opt/crius-tests/
 # Test temp roots live in /tmp: on the guest's disk (overlay needs a real upper filesystem).
-cd /opt/crius-tests
+cd /opt/crius-tests || exit 1
 
 for entry in $TESTS; do
     name=${entry%%:*}
@@ -57,8 +57,8 @@ service_check() {
     install -m 0755 "$share/bin/crius" /usr/local/bin/crius
     install -m 0644 "$share/crius.service" /etc/systemd/system/crius.service
     systemctl daemon-reload && systemctl enable --now crius || return 1
-    local i pod pid pid2
-    for i in $(seq 60); do
+    local pod pid pid2
+    for _ in $(seq 60); do
         crius version >/dev/null 2>&1 && break
         sleep 1
     done
@@ -70,18 +70,23 @@ EOF
     pod=$(crius runp /tmp/vm-pod.json) || return 1
     log "pod $pod running"
     pid=$(crius inspectp "$pod" | jq -r '.info.info.pid // .info.pid // empty')
-    [ -n "$pid" ] && kill -0 "$pid" || { log "no pause pid for $pod"; return 1; }
+    if [ -z "$pid" ] || ! kill -0 "$pid"; then
+        log "no pause pid for $pod"
+        return 1
+    fi
     log "pause pid $pid, cgroup $(cat /proc/"$pid"/cgroup)"
     systemctl restart crius || return 1
-    for i in $(seq 60); do
+    for _ in $(seq 60); do
         crius version >/dev/null 2>&1 && break
         sleep 1
     done
     [ "$(crius pods -q --id "$pod" --state ready)" = "$pod" ] ||
         { log "pod $pod not Ready after systemctl restart crius"; crius pods; return 1; }
     pid2=$(crius inspectp "$pod" | jq -r '.info.info.pid // .info.pid // empty')
-    [ "$pid2" = "$pid" ] && kill -0 "$pid" ||
-        { log "pause changed after restart: $pid -> $pid2"; return 1; }
+    if [ "$pid2" != "$pid" ] || ! kill -0 "$pid"; then
+        log "pause changed after restart: $pid -> $pid2"
+        return 1
+    fi
     log "pod $pod survived systemctl restart crius (pause $pid)"
     crius stopp "$pod" && crius rmp "$pod" || return 1
     [ -z "$(crius pods -q)" ] || { log "pods left: $(crius pods)"; return 1; }
