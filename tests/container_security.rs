@@ -122,12 +122,13 @@ async fn users_groups_readonly_rootfs_capabilities_seccomp() {
     assert_no_leaks(&d).await;
 }
 
-fn memory_cgroup_file(cgroups_path: &str, file: &str) -> std::path::PathBuf {
+/// The memory limit file of a cgroup: v1's memory.limit_in_bytes or v2's memory.max.
+fn memory_limit_file(cgroups_path: &str) -> std::path::PathBuf {
     let v1 = std::path::Path::new("/sys/fs/cgroup/memory");
-    let base = if v1.exists() {
-        v1.to_path_buf()
+    let (base, file) = if v1.exists() {
+        (v1.to_path_buf(), "memory.limit_in_bytes")
     } else {
-        "/sys/fs/cgroup".into()
+        ("/sys/fs/cgroup".into(), "memory.max")
     };
     base.join(cgroups_path.trim_start_matches('/')).join(file)
 }
@@ -146,7 +147,7 @@ async fn memory_limit_update_oom_and_stats() {
     let (_, info) = d.container_status(&burner).await;
     let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
     let cgroups_path = info["cgroupsPath"].as_str().unwrap().to_string();
-    let limit_file = memory_cgroup_file(&cgroups_path, "memory.limit_in_bytes");
+    let limit_file = memory_limit_file(&cgroups_path);
     let read = || {
         std::fs::read_to_string(&limit_file)
             .unwrap()

@@ -5,7 +5,27 @@ use crate::context::Context;
 use crate::error::{CriError, CriResult};
 use crate::store::ContainerState;
 use k8s_cri::v1::ContainerEventType;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// One-shot deletes tried when the monitor's own delete left libcontainer state behind.
+const DELETE_ATTEMPTS: u32 = 3;
+const DELETE_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a cgroup left after the delete may take to empty.
+const CGROUP_WAIT: Duration = Duration::from_secs(10);
+
+/// The container's cgroup on a cgroup v2 (unified) host; None on v1 or for an empty path.
+fn v2_cgroup_dir(cgroups_path: &str) -> Option<PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let rel = cgroups_path.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
+        return None;
+    }
+    root.join("cgroup.controllers")
+        .exists()
+        .then(|| root.join(rel))
+}
 
 impl Context {
     pub async fn remove_container(self: &Arc<Self>, id: &str) -> CriResult<()> {
@@ -28,9 +48,11 @@ impl Context {
         let Some(record) = self.containers.get(id) else {
             return Ok(());
         };
+        let cgroups_path = record.cgroups_path.clone();
         if self.refresh_container(record).state != ContainerState::Exited {
             self.kill_now(id).await?;
         }
+        self.ensure_container_deleted(id, &cgroups_path).await?;
         self.remove_container_rootfs(id).await?;
         self.remove_monitor_dir(id).await;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
@@ -40,6 +62,56 @@ impl Context {
         self.cpu.forget(id);
         tracing::info!(container = %id, "container removed");
         Ok(())
+    }
+
+    /// The monitor deletes the container (libcontainer state, cgroup) after init exits, and
+    /// reports a failure only in the exit record. Remove must not succeed while either is left:
+    /// delete again through a one-shot monitor, then check the cgroup itself (cgroup v2, where
+    /// the record's path is the whole story; v1 hierarchies are libcontainer's to clean).
+    async fn ensure_container_deleted(&self, id: &str, cgroups_path: &str) -> CriResult<()> {
+        let state_dir = self.runtime_root().join(id);
+        for attempt in 1..=DELETE_ATTEMPTS {
+            if !state_dir.exists() {
+                break;
+            }
+            tracing::warn!(container = %id, attempt, "libcontainer state left after exit; deleting again");
+            match crate::monitor::cleanup_orphan(&self.exe, &self.runtime_root(), id).await {
+                Ok(()) => break,
+                Err(e) if attempt == DELETE_ATTEMPTS => {
+                    tracing::warn!(container = %id, error = %e, "deleting the container failed");
+                    return Err(CriError::internal(format!("deleting container {id}"), e));
+                }
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, attempt, "deleting the container; retrying");
+                    tokio::time::sleep(DELETE_BACKOFF * attempt).await;
+                }
+            }
+        }
+        let Some(dir) = v2_cgroup_dir(cgroups_path) else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + CGROUP_WAIT;
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => {
+                    tracing::warn!(container = %id, dir = %dir.display(), "removed a cgroup left after delete");
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(container = %id, dir = %dir.display(), error = %e, "container cgroup left");
+                    return Err(CriError::Internal(format!(
+                        "container {id}: cgroup {} cannot be removed: {e}",
+                        dir.display()
+                    )));
+                }
+                Err(_) => {
+                    // Still populated (processes exiting) or busy: kill what is left, wait.
+                    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 
     pub(crate) async fn remove_container_rootfs(&self, id: &str) -> CriResult<()> {

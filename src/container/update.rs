@@ -76,12 +76,24 @@ fn write(dir: &Path, file: &str, value: impl ToString) -> Result<(), UpdateError
     })
 }
 
-/// cgroup v2's cpu.weight from v1 cpu.shares (the conversion runc and the kernel docs use).
+/// cgroup v2's cpu.weight from v1 cpu.shares, as libcontainer converts them at create time (and
+/// runc ≥ 1.3.2, crun): quadratic in log2(shares), so that the extremes map to the extremes
+/// (2 → 1, 262144 → 10000) and the v1 default 1024 to the v2 default 100. The older linear
+/// formula gave 1024 → 39, so an update that did not change the shares changed the weight.
 fn shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 100;
+    const MIN_SHARES: u64 = 2;
+    const MAX_SHARES: u64 = 262_144;
+    const MAX_WEIGHT: u64 = 10_000;
+    match shares {
+        0 => 100,
+        s if s <= MIN_SHARES => 1,
+        s if s >= MAX_SHARES => MAX_WEIGHT,
+        s => {
+            let l = (s as f64).log2();
+            let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+            (10f64.powf(exponent).ceil() as u64).clamp(1, MAX_WEIGHT)
+        }
     }
-    1 + ((shares.saturating_sub(2)) * 9999) / 262142
 }
 
 /// Write `r` into the cgroup at `cgroups_path`.
@@ -202,7 +214,8 @@ mod tests {
     #[test]
     fn shares_map_to_weights() {
         assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(512), 59);
         assert_eq!(shares_to_weight(262144), 10000);
     }
 }

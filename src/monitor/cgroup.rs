@@ -123,6 +123,64 @@ impl ContainerCgroup {
         result.map(|()| count)
     }
 
+    /// Whether no live process is left (a cgroup that is gone counts as empty). v2 asks the
+    /// kernel (`populated 0` in cgroup.events, which also covers child cgroups); v1 reads the
+    /// pid list.
+    pub fn is_empty(&self) -> bool {
+        if !self.dir.exists() {
+            return true;
+        }
+        if self.freezer == Freezer::V2 {
+            return fs::read_to_string(self.dir.join("cgroup.events"))
+                .map(|s| s.lines().any(|l| l.trim() == "populated 0"))
+                .unwrap_or(true);
+        }
+        self.pids().is_empty()
+    }
+
+    /// SIGKILL everything in the cgroup and wait until it is empty, killing again now and then
+    /// (a fork racing the first round), for at most `timeout`. Returns whether it emptied.
+    ///
+    /// Killed processes still need CPU time to exit: in a container throttled by cpu.max (say
+    /// 10 ms per 100 ms) with busy children, that takes far longer than the ~100 ms for which
+    /// libcontainer retries removing the directory. So on v2 the CPU limit is lifted first
+    /// (nothing of the container will run any more but its exit paths), and cgroup.kill
+    /// (Linux 5.14) kills the whole subtree in one write.
+    pub fn kill_and_wait_empty(&self, timeout: Duration) -> bool {
+        const POLL: Duration = Duration::from_millis(5);
+        const RE_KILL: Duration = Duration::from_millis(250);
+        if self.is_empty() {
+            return true;
+        }
+        if self.freezer == Freezer::V2 {
+            let _ = fs::write(self.dir.join("cpu.max"), "max");
+        }
+        let start = Instant::now();
+        let mut last_kill: Option<Instant> = None;
+        loop {
+            if last_kill.is_none_or(|t| t.elapsed() >= RE_KILL) {
+                self.kill_once();
+                last_kill = Some(Instant::now());
+            }
+            std::thread::sleep(POLL);
+            if self.is_empty() {
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+        }
+    }
+
+    fn kill_once(&self) {
+        if self.freezer == Freezer::V2 && fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        if let Err(e) = self.kill_all(Signal::SIGKILL) {
+            tracing::debug!(dir = %self.dir.display(), error = %e, "kill_all");
+        }
+    }
+
     /// Best effort: a cgroup that cannot be frozen is still signalled.
     fn freeze(&self, freeze: bool) -> bool {
         let (file, value, done) = match (self.freezer, freeze) {
@@ -246,6 +304,35 @@ mod tests {
         assert_eq!((e.mount.as_str(), e.path.as_str()), ("", "/kubepods/x"));
         assert_eq!(e.freezer, Freezer::V2);
         assert_eq!(pick(V1, true).unwrap().path, "/");
+    }
+
+    #[test]
+    fn emptiness_from_cgroup_events_or_the_pid_list() {
+        let t = tempfile::tempdir().unwrap();
+        let v2 = ContainerCgroup {
+            dir: t.path().to_path_buf(),
+            freezer: Freezer::V2,
+        };
+        fs::write(t.path().join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        assert!(!v2.is_empty());
+        assert!(
+            !v2.kill_and_wait_empty(Duration::from_millis(30)),
+            "never empties"
+        );
+        fs::write(t.path().join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+        assert!(v2.is_empty());
+        assert!(v2.kill_and_wait_empty(Duration::ZERO));
+        let v1 = ContainerCgroup {
+            dir: t.path().to_path_buf(),
+            freezer: Freezer::V1,
+        };
+        fs::write(t.path().join("cgroup.procs"), "").unwrap();
+        assert!(v1.is_empty());
+        let gone = ContainerCgroup {
+            dir: t.path().join("gone"),
+            freezer: Freezer::V2,
+        };
+        assert!(gone.is_empty());
     }
 
     #[test]

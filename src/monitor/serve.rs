@@ -29,6 +29,11 @@ use crate::util::now_nanos;
 
 /// How long one client may take to send its request or read the response.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a killed container's cgroup may take to empty before the delete is tried anyway.
+const EMPTY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deletes tried again after the first fails, with a growing pause between them.
+const DELETE_RETRIES: u32 = 3;
+const DELETE_BACKOFF: Duration = Duration::from_millis(200);
 /// How long the container's output may stay open after it exited and its cgroup was
 /// emptied (only a process outside the container could still hold it).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -460,20 +465,36 @@ impl Monitor {
     fn delete(&mut self) -> Option<String> {
         // Without a pid namespace, init's exit leaves its children running; libcontainer's
         // delete only kills them when it believes the container still runs.
-        if let Some(cg) = &self.container.cgroup
-            && let Err(e) = cg.kill_all(Signal::SIGKILL)
-        {
-            tracing::warn!(id = %self.id, error = %e, "killing the container's leftovers");
+        // libcontainer removes the cgroup directory with only ~100 ms of retries: wait for the
+        // cgroup to empty first, and retry the delete while it does not.
+        let mut result = Err(String::new());
+        for attempt in 0..=DELETE_RETRIES {
+            if let Some(cg) = &self.container.cgroup
+                && !cg.kill_and_wait_empty(EMPTY_TIMEOUT)
+            {
+                tracing::warn!(id = %self.id, dir = %cg.dir().display(), pids = ?cg.pids(),
+                    "the container's cgroup is not empty {EMPTY_TIMEOUT:?} after SIGKILL");
+            }
+            self.reap();
+            result = helper::run("libcontainer delete", || {
+                runtime::delete(&self.id, &self.runtime_root).map(|()| String::new())
+            })
+            .map_err(|e| e.to_string());
+            match &result {
+                Ok(_) => break,
+                Err(e) if attempt < DELETE_RETRIES => {
+                    tracing::warn!(id = %self.id, error = %e, attempt, "deleting the container; retrying");
+                    std::thread::sleep(DELETE_BACKOFF * (attempt + 1));
+                }
+                Err(_) => {}
+            }
         }
-        let result = helper::run("libcontainer delete", || {
-            runtime::delete(&self.id, &self.runtime_root).map(|()| String::new())
-        });
         self.reap();
         match result {
             Ok(_) => None,
             Err(e) => {
                 tracing::error!(id = %self.id, error = %e, "deleting the container");
-                Some(e.to_string())
+                Some(e)
             }
         }
     }

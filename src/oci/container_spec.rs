@@ -96,8 +96,12 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.as_ref())
     });
-    let linux_namespaces =
+    let mut linux_namespaces =
         namespaces::container_namespaces(ns_opts, input.sandbox_pid, input.target_pid)?;
+    linux_namespaces.extend(namespaces::container_cgroup_namespace(
+        input.host.cgroup_v2,
+        privileged,
+    ));
     let host_ipc = ns_opts.is_some_and(|o| o.ipc() == NamespaceMode::Node);
 
     let caps = capabilities::container_capabilities(
@@ -165,10 +169,14 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         &sc.masked_paths,
         privileged,
     )));
-    linux.set_readonly_paths(Some(security::container_readonly_paths(
-        &sc.readonly_paths,
-        privileged,
-    )));
+    let mut readonly_paths = security::container_readonly_paths(&sc.readonly_paths, privileged);
+    if input.host.cgroup_v2 {
+        // The v1 entries re-bind the controller mounts read-only. On v2, /sys/fs/cgroup is one
+        // cgroup2 mount, already read-only from its own options; a bind over it would only
+        // stack a second cgroup2 mount on the same path.
+        readonly_paths.retain(|p| !p.starts_with("/sys/fs/cgroup"));
+    }
+    linux.set_readonly_paths(Some(readonly_paths));
     super::clear_unused_linux_fields(&mut linux);
 
     let mut root = Root::default();

@@ -78,7 +78,7 @@ pub fn namespaces_for(opts: Option<&NamespaceOption>) -> PodNamespaces {
 /// through `/proc/<pid>/ns/*` unless the pod shares the node's (then the entry is absent, i.e.
 /// the host's); and the PID namespace per mode: POD joins the sandbox's, CONTAINER gets a new
 /// one, NODE the host's, TARGET joins the one of the container whose pid is `target_pid`.
-/// No cgroup namespace (cgroup v1), as for the sandbox.
+/// The cgroup namespace is decided separately ([`container_cgroup_namespace`]).
 pub fn container_namespaces(
     opts: Option<&NamespaceOption>,
     sandbox_pid: i32,
@@ -121,6 +121,17 @@ pub fn container_namespaces(
         out.push(join(LinuxNamespaceType::Network, sandbox_pid, "net"));
     }
     Ok(out)
+}
+
+/// The container's cgroup namespace. On a cgroup v2 host every unprivileged container gets a
+/// private one, so its /proc/self/cgroup reads `0::/` and the cgroup2 mount at /sys/fs/cgroup
+/// shows its own cgroup as the root (other pods' cgroups out of sight), as runc/containerd do and
+/// kubelet's cgroup v2 support assumes. Privileged containers keep the node's (containerd's
+/// rule: they are trusted with the node's view, e.g. node agents reading every pod's cgroup).
+/// None on v1: the controllers are bind-mounted from the node and libcontainer emulates the
+/// container's view there.
+pub fn container_cgroup_namespace(cgroup_v2: bool, privileged: bool) -> Option<LinuxNamespace> {
+    (cgroup_v2 && !privileged).then(|| namespace(LinuxNamespaceType::Cgroup))
 }
 
 /// Reject a pod user namespace: kubelet asks for one only for `hostUsers: false`, which needs
@@ -282,6 +293,16 @@ mod tests {
             ..Default::default()
         });
         assert!(container_namespaces(Some(&o), 42, Some(77)).is_err());
+    }
+
+    #[test]
+    fn cgroup_namespace_on_v2_unless_privileged() {
+        let ns = container_cgroup_namespace(true, false).expect("v2 unprivileged");
+        assert_eq!(ns.typ(), LinuxNamespaceType::Cgroup);
+        assert!(ns.path().is_none(), "a new namespace, not a joined one");
+        assert!(container_cgroup_namespace(true, true).is_none());
+        assert!(container_cgroup_namespace(false, false).is_none());
+        assert!(container_cgroup_namespace(false, true).is_none());
     }
 
     #[test]

@@ -6,6 +6,9 @@ use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxResource
 
 use super::host::HostFeatures;
 
+/// The cgroup v2 swap limit (swap alone, not memory+swap as in the OCI spec and v1).
+const V2_SWAP_MAX: &str = "memory.swap.max";
+
 /// Map the CRI resources. Zero (or negative, for fields that cannot be) means "not set", as in
 /// containerd. Devices are not touched here (the caller adds the device cgroup rules).
 ///
@@ -15,6 +18,9 @@ use super::host::HostFeatures;
 ///   supported page size, usually 0, and containerd tolerates the missing controller by default).
 /// - `unified` (cgroup v2 keys) is passed through; `oom_score_adj` belongs to the process and is
 ///   handled by the caller.
+/// - On cgroup v2, a memory+swap limit equal to the memory limit means `memory.swap.max = 0`
+///   (runc's conversion). libcontainer 0.7 writes nothing for a swap of 0 and leaves the
+///   kernel's "max", so that case goes into `unified` as well, unless the client set the key.
 pub fn linux_resources(r: &LinuxContainerResources, host: &HostFeatures) -> LinuxResources {
     let mut cpu = LinuxCpu::default();
     if r.cpu_shares > 0 {
@@ -60,12 +66,23 @@ pub fn linux_resources(r: &LinuxContainerResources, host: &HostFeatures) -> Linu
         Vec::new()
     };
 
+    let mut unified = r.unified.clone();
+    if host.cgroup_v2
+        && let (Some(limit), Some(swap)) = (memory.limit(), memory.swap())
+        && limit > 0
+        && swap == limit
+    {
+        unified
+            .entry(V2_SWAP_MAX.to_string())
+            .or_insert_with(|| "0".to_string());
+    }
+
     let mut out = LinuxResources::default();
     out.set_devices(None);
     out.set_cpu((cpu != LinuxCpu::default()).then_some(cpu));
     out.set_memory((memory != LinuxMemory::default()).then_some(memory));
     out.set_hugepage_limits((!hugepages.is_empty()).then_some(hugepages));
-    out.set_unified((!r.unified.is_empty()).then(|| r.unified.clone()));
+    out.set_unified((!unified.is_empty()).then_some(unified));
     out
 }
 
@@ -80,12 +97,18 @@ mod tests {
         swap: true,
         hugetlb: true,
         bounding_caps: u64::MAX,
+        cgroup_v2: false,
     };
     const NONE: HostFeatures = HostFeatures {
         apparmor: false,
         swap: false,
         hugetlb: false,
         bounding_caps: u64::MAX,
+        cgroup_v2: false,
+    };
+    const V2: HostFeatures = HostFeatures {
+        cgroup_v2: true,
+        ..ALL
     };
 
     fn kubelet_burstable() -> LinuxContainerResources {
@@ -159,5 +182,35 @@ mod tests {
         };
         let r = linux_resources(&c, &ALL);
         assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(-1));
+    }
+
+    #[test]
+    fn v2_swap_equal_to_limit_is_written_as_zero() {
+        // No swap limit: memory+swap = memory, i.e. no swap at all.
+        let mut c = kubelet_burstable();
+        c.unified.clear();
+        let r = linux_resources(&c, &V2);
+        assert_eq!(r.memory().as_ref().unwrap().swap(), Some(128 << 20));
+        assert_eq!(r.unified().as_ref().unwrap()["memory.swap.max"], "0");
+        // The same on v1: memsw is written by libcontainer itself.
+        let r = linux_resources(&c, &ALL);
+        assert!(r.unified().is_none());
+        // Swap beyond the limit is libcontainer's conversion (swap - limit).
+        c.memory_swap_limit_in_bytes = 256 << 20;
+        let r = linux_resources(&c, &V2);
+        assert!(r.unified().is_none());
+        // Unlimited swap stays unlimited.
+        c.memory_swap_limit_in_bytes = -1;
+        let r = linux_resources(&c, &V2);
+        assert_eq!(r.memory().as_ref().unwrap().swap(), Some(-1));
+        assert!(r.unified().is_none());
+        // A client's own key wins.
+        c.memory_swap_limit_in_bytes = 0;
+        c.unified = HashMap::from([("memory.swap.max".into(), "4096".into())]);
+        let r = linux_resources(&c, &V2);
+        assert_eq!(r.unified().as_ref().unwrap()["memory.swap.max"], "4096");
+        // No memory limit: nothing about swap.
+        let r = linux_resources(&LinuxContainerResources::default(), &V2);
+        assert!(r.unified().is_none());
     }
 }

@@ -214,7 +214,11 @@ impl TestDaemon {
     /// Exec that must exit 0; returns stdout.
     pub async fn exec_ok(&self, id: &str, cmd: &[&str]) -> String {
         let r = self
-            .exec(id, cmd, 10)
+            .exec(
+                id,
+                cmd,
+                super::scaled(Duration::from_secs(10)).as_secs() as i64,
+            )
             .await
             .unwrap_or_else(|e| panic!("ExecSync {cmd:?} in {id}: {e}"));
         assert_eq!(

@@ -212,7 +212,8 @@ impl TestDaemon {
 
     /// Wait until the socket answers Version; fail with the log if the daemon exits first.
     async fn wait_ready(&self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let ready_timeout = super::scaled(READY_TIMEOUT);
+        let deadline = Instant::now() + ready_timeout;
         let mut last_err = String::from("socket not created yet");
         while Instant::now() < deadline {
             if let Some(status) = self.try_wait() {
@@ -236,7 +237,7 @@ impl TestDaemon {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("crius daemon not ready after {READY_TIMEOUT:?}: {last_err}");
+        panic!("crius daemon not ready after {ready_timeout:?}: {last_err}");
     }
 
     fn try_wait(&self) -> Option<ExitStatus> {
@@ -608,7 +609,7 @@ pub async fn connect(socket: &Path) -> Result<Channel, tonic::transport::Error> 
     // The URI is required by the API but unused: the connector always dials the socket.
     Endpoint::from_static("http://[::]:50051")
         .connect_timeout(Duration::from_secs(5))
-        .timeout(RPC_TIMEOUT)
+        .timeout(super::scaled(RPC_TIMEOUT))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }

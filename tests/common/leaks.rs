@@ -14,7 +14,7 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 /// Panic with every leak found, after waiting up to SETTLE for them to go away.
 pub async fn assert_no_leaks(d: &TestDaemon) {
-    let deadline = Instant::now() + SETTLE;
+    let deadline = Instant::now() + super::scaled(SETTLE);
     loop {
         let leaks = find_leaks(d).await;
         if leaks.is_empty() {

@@ -24,6 +24,18 @@ pub use network::TestNetwork;
 /// Every temp dir the harness creates holds this file, so hack/ci-cleanup removes only ours.
 pub const MARKER: &str = ".crius-test";
 
+/// `d` stretched by `CRIUS_TEST_TIME_SCALE` (a number, default 1): the harness's start-up and
+/// RPC deadlines, for machines many times slower than the one they were chosen on (hack/vm/run
+/// sets it for a guest under TCG emulation).
+pub fn scaled(d: std::time::Duration) -> std::time::Duration {
+    let scale = std::env::var("CRIUS_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0);
+    d.mul_f64(scale)
+}
+
 /// `n` random bytes as lowercase hex.
 pub fn random_hex(n: usize) -> String {
     let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();

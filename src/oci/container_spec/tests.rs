@@ -212,6 +212,7 @@ const HOST: HostFeatures = HostFeatures {
     swap: true,
     hugetlb: true,
     bounding_caps: u64::MAX,
+    cgroup_v2: false,
 };
 
 struct Fixture {
@@ -920,4 +921,68 @@ fn json_round_trip() {
     let v: Value = serde_json::to_value(&spec).unwrap();
     assert!(v.get("hostname").is_none());
     assert!(v["process"].get("rlimits").is_none());
+}
+
+#[test]
+fn cgroup_v2_host_private_cgroup_namespace_and_one_cgroup_mount() {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let has_cgroupns = |spec: &Spec| {
+        linux(spec)
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+    };
+    let cgroup_ro_paths = |spec: &Spec| {
+        linux(spec)
+            .readonly_paths()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with("/sys/fs/cgroup"))
+            .count()
+    };
+
+    let mut f = Fixture::new();
+    let v1 = f.build().unwrap();
+    assert!(!has_cgroupns(&v1), "no cgroup namespace on v1");
+    assert!(
+        cgroup_ro_paths(&v1) > 0,
+        "v1 controllers re-bound read-only"
+    );
+
+    f.host.cgroup_v2 = true;
+    let v2 = f.build().unwrap();
+    assert!(has_cgroupns(&v2));
+    assert_eq!(
+        cgroup_ro_paths(&v2),
+        0,
+        "no bind stacked on the cgroup2 mount"
+    );
+    let m = mounts_at(&v2, "/sys/fs/cgroup");
+    assert_eq!(m.len(), 1);
+    assert!(m[0].options().as_ref().unwrap().contains(&"ro".to_string()));
+    // The container's own /proc paths stay read-only.
+    assert!(
+        linux(&v2)
+            .readonly_paths()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.starts_with("/proc"))
+    );
+
+    // Privileged: the node's cgroup namespace, a writable hierarchy.
+    f.sc().privileged = true;
+    f.sandbox
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .privileged = true;
+    let privileged = f.build().unwrap();
+    assert!(!has_cgroupns(&privileged));
 }
