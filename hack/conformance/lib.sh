@@ -63,6 +63,17 @@ conf_init() {
     conf_record OWNER "$$"
     conf_record STATE "$STATE"
     defer conf_teardown "$WORK"
+    # bounded time: past the deadline the run is stopped like Ctrl-C (the EXIT trap cleans up)
+    local deadline=${CONFORMANCE_DEADLINE:-20m} me=$$
+    (
+        trap - EXIT INT
+        sleep "$deadline" &
+        trap 'kill $! 2>/dev/null; exit 0' TERM
+        wait $!
+        echo "conformance: $CONF_NAME: deadline of $deadline passed; stopping" >&2
+        kill -TERM "$me"
+    ) </dev/null >&2 &
+    defer kill "$!"
     log "work dir $WORK, state dir $STATE, artifacts $ARTIFACTS"
 }
 
