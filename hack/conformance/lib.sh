@@ -102,13 +102,6 @@ conf_sweep_stale() {
 
 conf_install_deps() {
     "$REPO/hack/install-deps"
-    # critest-images/build.sh needs Debian's dynamic busybox .deb (apt-get download busybox;
-    # the package itself conflicts with busybox-static, so it is only downloaded) and apt's
-    # package lists, which a fresh machine may not have yet.
-    if ! apt-get download --print-uris busybox >/dev/null 2>&1 ||
-        [[ -z $(apt-get download --print-uris busybox 2>/dev/null) ]]; then
-        apt-get update -qq
-    fi
 }
 
 conf_tools() {
@@ -154,6 +147,12 @@ conf_images() {
             exit 0
         fi
         log "building the critest stand-in images into $CONF_IMAGE_CACHE"
+        # build.sh fetches Debian's dynamic busybox with `apt-get download busybox` (the package
+        # conflicts with busybox-static, so it is only downloaded): that needs apt's package
+        # lists, which a fresh machine may not have yet
+        if [[ ! -x $CONF_IMAGE_CACHE/bbdyn/bin/busybox && -z $(apt-get download --print-uris busybox 2>/dev/null) ]]; then
+            apt-get update -qq
+        fi
         rm -f "$stamp"
         WORK=$CONF_IMAGE_CACHE "$build" >"$CONF_IMAGE_CACHE/build.log" 2>&1 ||
             { tail -n 30 "$CONF_IMAGE_CACHE/build.log" >&2; exit 1; }
@@ -387,20 +386,19 @@ conf_leaks() {
 # Processes that belong to a run: in its harness cgroup, or naming its dirs in their command
 # line or (in another mount namespace) their mount table.
 _conf_pids_of() {
-    local dir=$1 state=$2 cg=$3 token self_mnt d pid
-    token=$(basename "$dir")
+    local dir=$1 state=$2 cg=$3 pat self_mnt f pid
     [[ -n $cg && -f $cg/cgroup.procs ]] && cat "$cg/cgroup.procs"
+    # patterns in a file, so that grep's own command line does not match them
+    pat=$(mktemp)
+    basename "$dir" >"$pat"
+    [[ -n $state ]] && echo "$state" >>"$pat"
+    grep -lsF -f "$pat" /proc/[0-9]*/cmdline | cut -d/ -f3
     self_mnt=$(readlink /proc/self/ns/mnt)
-    for d in /proc/[0-9]*; do
-        pid=${d#/proc/}
-        [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-        if { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -qF -e "$token" -e "${state:-/nonexistent-state}"; then
-            echo "$pid"
-        elif [[ $(readlink "$d/ns/mnt" 2>/dev/null) != "$self_mnt" ]] &&
-            grep -qF -e "$token" "$d/mountinfo" 2>/dev/null; then
-            echo "$pid"
-        fi
-    done
+    while IFS= read -r f; do
+        pid=$(cut -d/ -f3 <<<"$f")
+        [[ $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) != "$self_mnt" ]] && echo "$pid"
+    done < <(grep -lsF "$(basename "$dir")" /proc/[0-9]*/mountinfo)
+    rm -f "$pat"
 }
 
 _conf_umount_under() {
@@ -462,13 +460,20 @@ conf_teardown() {
     [[ -n $crius_pid ]] && kill -TERM "$crius_pid" 2>/dev/null
     sleep 1
     # everything left: the harness cgroup (monitors), pod processes, stragglers
-    local cgs=() d
+    local cgs=() d kube_cgroups=''
+    # kubelet's cgroups: its private cgroupRoot, or kubepods when it ran with cgroupRoot "/"
+    # (never the root itself: that would be every process on the host)
+    if [[ -n $cgroup_root ]]; then
+        kube_cgroups=${cgroup_root#/}
+        kube_cgroups=${kube_cgroups%/}
+        [[ -n $kube_cgroups ]] || kube_cgroups=kubepods
+    fi
     mapfile -t cgs < <(cgroups_named_by "$dir/crius.log")
     for _ in 1 2 3 4 5; do
         mapfile -t left < <({
             _conf_pids_of "$dir" "$state" "$cgroup"
             for d in "${cgs[@]}"; do cat "$d/cgroup.procs" 2>/dev/null; done
-            [[ -n $cgroup_root ]] && find /sys/fs/cgroup/*"$cgroup_root" -name cgroup.procs -exec cat {} + 2>/dev/null
+            [[ -n $kube_cgroups ]] && find /sys/fs/cgroup/*/"$kube_cgroups" -name cgroup.procs -exec cat {} + 2>/dev/null
         } | sort -u | grep -vx -e "$$" -e "$BASHPID" || true)
         ((${#left[@]})) || break
         kill -KILL "${left[@]}" 2>/dev/null || true
@@ -477,7 +482,7 @@ conf_teardown() {
     _conf_umount_under "$dir"
     _conf_umount_under "$state"
     for d in "${cgs[@]}"; do rmdir "$d" 2>/dev/null || true; done
-    [[ -n $cgroup_root ]] && _conf_rm_cgroup_tree "${cgroup_root#/}"
+    [[ -n $kube_cgroups ]] && _conf_rm_cgroup_tree "$kube_cgroups"
     [[ -n $cgroup ]] && rmdir "$cgroup" 2>/dev/null
     for b in "${bridges[@]}"; do
         [[ -e /sys/class/net/$b ]] && ip link del "$b" 2>/dev/null
@@ -502,8 +507,8 @@ _conf_rm_portmap_chains() {
     local table=nat chain rule
     for chain in PREROUTING OUTPUT POSTROUTING; do
         while IFS= read -r rule; do
-            # shellcheck disable=SC2086 # the rule is a word list from iptables -S
-            iptables -t "$table" ${rule/-A/-D} 2>/dev/null || true
+            # iptables -S quotes its words (comments) as a shell would read them
+            eval "iptables -t $table ${rule/-A/-D}" 2>/dev/null || true
         done < <(iptables -t "$table" -S "$chain" 2>/dev/null | grep -E -- '-j CNI-HOSTPORT-' || true)
     done
     for chain in CNI-HOSTPORT-DNAT CNI-HOSTPORT-SETMARK CNI-HOSTPORT-MASQ; do
