@@ -331,13 +331,19 @@ image-endpoint: unix://$SOCK
 timeout: 120
 EOF
     CRICTL_CONFIG=$WORK/crictl.yaml
+    conf_crius_start
+    log "sandbox image $sandbox_image"
+}
+
+# (Re)start the daemon on the config conf_crius wrote; wait until it answers Version.
+conf_crius_start() {
     conf_spawn "$CRIUS_LOG" "$CRIUS" daemon --config "$WORK/crius.toml"
     CRIUS_PID=$BG_PID
     conf_record CRIUS_PID "$CRIUS_PID"
     for _ in $(seq 300); do
         kill -0 "$CRIUS_PID" 2>/dev/null || { tail -n 30 "$CRIUS_LOG" >&2; die "crius daemon exited"; }
         if [[ -S $SOCK ]] && cri version >/dev/null 2>&1; then
-            log "crius daemon pid $CRIUS_PID on $SOCK (sandbox image $sandbox_image)"
+            log "crius daemon pid $CRIUS_PID on $SOCK"
             return 0
         fi
         sleep 0.1
