@@ -296,6 +296,7 @@ conf_spawn() {
         exec "$@"
     ) >>"$log" 2>&1 </dev/null &
     BG_PID=$!
+    disown "$BG_PID" # its end is ours to check, not bash's to report ("Killed")
     conf_record PID "$BG_PID"
 }
 
