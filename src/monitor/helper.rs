@@ -12,6 +12,7 @@ use nix::unistd::{ForkResult, Pid, fork};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use super::cause::{self, Causes};
 use super::sys;
 
 /// Longest reply a helper sends; longer error texts are cut (the pipe must never fill up,
@@ -48,7 +49,7 @@ pub fn run_keeping<F>(what: &'static str, keep: &[RawFd], op: F) -> Result<Strin
 where
     F: FnOnce() -> Result<String, String>,
 {
-    let (child, rx) = spawn(what, keep, op)?;
+    let (child, rx) = spawn(what, keep, &[], op)?;
     let status = wait(what, child)?;
     parse_reply(what, &drain(rx), status)
 }
@@ -60,12 +61,13 @@ where
 pub fn run_keeping_reply_first<F>(
     what: &'static str,
     keep: &[RawFd],
+    ignore: &'static [&'static str],
     op: F,
 ) -> Result<String, HelperError>
 where
     F: FnOnce() -> Result<String, String>,
 {
-    let (child, rx) = spawn(what, keep, op)?;
+    let (child, rx) = spawn(what, keep, ignore, op)?;
     // SAFETY: pidfd_open has no memory arguments; a failure leaves us on waitpid below.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
     let pidfd = (pidfd >= 0).then(|| {
@@ -101,7 +103,13 @@ where
 }
 
 /// Forks the helper running `op`; returns its pid and the read end of its reply pipe.
-fn spawn<F>(what: &'static str, keep: &[RawFd], op: F) -> Result<(Pid, OwnedFd), HelperError>
+/// Error events whose text contains one of `ignore` are left out of the reply.
+fn spawn<F>(
+    what: &'static str,
+    keep: &[RawFd],
+    ignore: &[&str],
+    op: F,
+) -> Result<(Pid, OwnedFd), HelperError>
 where
     F: FnOnce() -> Result<String, String>,
 {
@@ -112,7 +120,7 @@ where
     match unsafe { fork() }.map_err(|source| HelperError::Fork { what, source })? {
         ForkResult::Child => {
             drop(rx);
-            child(tx, keep, op)
+            child(tx, keep, ignore, op)
         }
         ForkResult::Parent { child } => {
             drop(tx);
@@ -140,7 +148,7 @@ fn complete(reply: &[u8]) -> bool {
             >= u32::from_le_bytes([reply[1], reply[2], reply[3], reply[4]]) as usize
 }
 
-fn child<F>(tx: OwnedFd, keep: &[RawFd], op: F) -> !
+fn child<F>(tx: OwnedFd, keep: &[RawFd], ignore: &[&str], op: F) -> !
 where
     F: FnOnce() -> Result<String, String>,
 {
@@ -148,13 +156,26 @@ where
     let mut keep = keep.to_vec();
     keep.push(tx.as_raw_fd());
     sys::close_fds_except(&keep);
-    // The monitor's log writer drops whatever a helper (or its children) logs, so formatting
-    // libcontainer's events here would be work thrown away: no subscriber at all.
-    let no_logs = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-    let result = tracing::dispatcher::with_default(&no_logs, || {
+    // The monitor's log writer drops whatever a helper (or its children) logs; what matters of
+    // it is the cause of a failure, which goes into the reply (see `cause.rs`).
+    let mut causes = Causes::install();
+    let dispatch = match &causes {
+        Some(_) => Causes::dispatch(),
+        None => tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
+    };
+    let result = tracing::dispatcher::with_default(&dispatch, || {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(op))
     })
-    .unwrap_or_else(|_| Err("the helper panicked".to_owned()));
+    .unwrap_or_else(|payload| {
+        Err(format!(
+            "the helper panicked: {}",
+            cause::panic_text(payload.as_ref())
+        ))
+    })
+    .map_err(|text| match causes.as_mut() {
+        Some(c) => cause::with_causes(text, &c.take(ignore)),
+        None => text,
+    });
     let (tag, text, code) = match result {
         Ok(text) => (b'+', text, 0),
         Err(text) => (b'-', text, 1),
@@ -254,11 +275,11 @@ mod tests {
 
     #[test]
     fn reply_first_reports_replies_and_silent_deaths() {
-        let reply = run_keeping_reply_first("ok", &[], || Ok("done".to_owned())).unwrap();
+        let reply = run_keeping_reply_first("ok", &[], &[], || Ok("done".to_owned())).unwrap();
         assert_eq!(reply, "done");
-        let failed = run_keeping_reply_first("failing", &[], || Err("nope".to_owned()));
+        let failed = run_keeping_reply_first("failing", &[], &[], || Err("nope".to_owned()));
         assert_eq!(failed.unwrap_err().to_string(), "failing failed: nope");
-        let silent = run_keeping_reply_first("silent", &[], || {
+        let silent = run_keeping_reply_first("silent", &[], &[], || {
             // SAFETY: ends the forked child at once, before it could reply.
             unsafe { libc::_exit(3) }
         });

@@ -38,6 +38,7 @@
 //! never stop containers. The way to stop a container is a kill request; a monitor that is
 //! killed outright leaves the container to be removed with [`cleanup_orphan`].
 
+mod cause;
 mod cgroup;
 mod client;
 mod cri_log;

@@ -339,7 +339,11 @@ fn cover_cgroupfs(plan: &Plan, files: &[(PathBuf, String)]) -> Result<(), OwnCgr
         CGROUP_ROOT,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("size=64k,mode=755"),
+        // A size limit only bounds what may be written, nothing is reserved: every written
+        // file takes a page (each hierarchy's cgroup.procs, libcontainer's pid in it, and the
+        // cpuset files of every level), so a deep cgroup parent such as kubelet's
+        // kubepods/besteffort/pod<uid> needs dozens. 64 KiB (16 pages) failed with ENOSPC.
+        Some("size=4m,mode=755"),
     )
     .map_err(sys("mount a tmpfs on /sys/fs/cgroup"))?;
     for dir in &plan.decoys {

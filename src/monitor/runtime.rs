@@ -14,6 +14,20 @@ fn describe(e: &LibcontainerError) -> String {
     format!("{e}: {e:?}")
 }
 
+/// What libcontainer says when its cleanup of a failed create cannot remove the decoy cgroup
+/// tree (see `own_cgroup`): the error's cleanup part and the error event it logs.
+const CLEANUP_PART: &str = ". error during cleanup: ";
+pub const DECOY_CLEANUP_NOISE: &[&str] = &["failed to remove cgroup manager"];
+
+/// [`describe`] without the cleanup part, for a create whose cgroup libcontainer never saw.
+fn describe_without_cleanup(e: &LibcontainerError) -> String {
+    let text = e.to_string();
+    match text.split_once(CLEANUP_PART) {
+        Some((run, _)) => run.to_owned(),
+        None => describe(e),
+    }
+}
+
 /// A builder for container `id` whose process gets `stdio`: three descriptors, or a pty through
 /// the console socket (the pty then becomes fds 0, 1 and 2; libcontainer ignores the others).
 fn builder_with_stdio(
@@ -36,13 +50,15 @@ fn builder_with_stdio(
 /// Creates the container (init waits for `start`, or is started at once with `start`) and
 /// returns init's pid. init is cloned as this process's child (not as a sibling), so it is
 /// handed to the monitor when we exit. A container that cannot be started is left created:
-/// the caller's cleanup deletes it as any failed create.
+/// the caller's cleanup deletes it as any failed create. `decoy`: libcontainer sees only the
+/// decoy cgroup tree, so what its cleanup says of the cgroup is left out.
 pub fn create(
     id: &str,
     bundle: &Path,
     runtime_root: &Path,
     stdio: ChildStdio,
     start: bool,
+    decoy: bool,
 ) -> Result<i32, String> {
     // libcontainer reports a missing or unreadable spec without its path.
     let spec = bundle.join("config.json");
@@ -56,7 +72,10 @@ pub fn create(
         // Detached: the container's stdio is what we pass, never this process's terminal.
         .with_detach(true)
         .build()
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| match decoy {
+            true => describe_without_cleanup(&e),
+            false => describe(&e),
+        })?;
     let pid = container
         .pid()
         .map(|p| p.as_raw())

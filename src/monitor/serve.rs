@@ -182,12 +182,26 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         ],
         ChildStdio::Console(_) => Vec::new(),
     };
-    let reply = helper::run_keeping_reply_first("libcontainer create", &keep, || {
+    // With our own cgroup, libcontainer's cleanup of a failed create only sees the decoy tree
+    // and fails to remove it: its complaints are noise (crius removes the real cgroup).
+    let ignore: &[&str] = match cfg.own_cgroup {
+        Some(_) => runtime::DECOY_CLEANUP_NOISE,
+        None => &[],
+    };
+    let reply = helper::run_keeping_reply_first("libcontainer create", &keep, ignore, || {
         if let Some(plan) = &cfg.own_cgroup {
             own_cgroup::enter(plan).map_err(|e| format!("cgroup: {e}"))?;
         }
-        runtime::create(&cfg.id, &cfg.bundle, &cfg.runtime_root, child, cfg.start)
-            .map(|p| p.to_string())
+        let decoy = cfg.own_cgroup.is_some();
+        runtime::create(
+            &cfg.id,
+            &cfg.bundle,
+            &cfg.runtime_root,
+            child,
+            cfg.start,
+            decoy,
+        )
+        .map(|p| p.to_string())
     });
     let reply = reply.map_err(ServeError::from).and_then(|r| {
         r.parse::<i32>()

@@ -4,7 +4,7 @@ use k8s_cri::v1::Capability as CriCapabilities;
 use oci_spec::runtime::{Capabilities, Capability};
 
 use super::SpecError;
-use super::security::{ALL_CAPABILITIES, capability_set};
+use super::security::{capability_set, in_bounding_set, within};
 
 /// Parse one name: case-insensitive, with or without the `CAP_` prefix (kubelet sends
 /// "NET_ADMIN", OCI tools "CAP_NET_ADMIN").
@@ -27,33 +27,43 @@ fn is_all(name: &str) -> bool {
 
 /// The capability set of a container.
 ///
-/// Privileged containers get every capability and the lists are ignored. Otherwise, starting from
-/// the default set, in containerd's order: "ALL" in `add` gives every capability, "ALL" in `drop`
-/// clears the set, then the individual adds, then the individual drops. So `drop: [ALL],
+/// Privileged containers get every capability the runtime may grant (its bounding set,
+/// `bounding`) and the lists are ignored. Otherwise, starting from the default set, in
+/// containerd's order: "ALL" in `add` gives every capability of the bounding set, "ALL" in
+/// `drop` clears the set, then the individual adds, then the individual drops. So `drop: [ALL],
 /// add: [NET_BIND_SERVICE]` is exactly NET_BIND_SERVICE and `add: [ALL], drop: [CHOWN]` is all
-/// but CHOWN. An unknown name is an error (silently ignoring a drop would grant more than asked).
+/// but CHOWN. An unknown name is an error (silently ignoring a drop would grant more than
+/// asked), and so is an individual add outside the bounding set (the kernel would refuse it
+/// with a bare EPERM at start).
 ///
 /// `add_ambient_capabilities` is ignored, as containerd does (it clears ambient capabilities;
 /// see kubernetes#56374).
 pub fn container_capabilities(
     cri: Option<&CriCapabilities>,
     privileged: bool,
+    bounding: u64,
 ) -> Result<Capabilities, SpecError> {
     if privileged {
-        return Ok(capability_set(true));
+        return Ok(capability_set(true, bounding));
     }
-    let mut caps = capability_set(false);
+    let mut caps = capability_set(false, bounding);
     let Some(cri) = cri else {
         return Ok(caps);
     };
     if cri.add_capabilities.iter().any(|c| is_all(c)) {
-        caps = ALL_CAPABILITIES.iter().copied().collect();
+        caps = within(bounding);
     }
     if cri.drop_capabilities.iter().any(|c| is_all(c)) {
         caps.clear();
     }
     for name in cri.add_capabilities.iter().filter(|c| !is_all(c)) {
-        caps.insert(parse_capability(name)?);
+        let cap = parse_capability(name)?;
+        if !in_bounding_set(cap, bounding) {
+            return Err(SpecError::CapabilityNotGrantable {
+                name: name.to_string(),
+            });
+        }
+        caps.insert(cap);
     }
     for name in cri.drop_capabilities.iter().filter(|c| !is_all(c)) {
         caps.remove(&parse_capability(name)?);
@@ -64,6 +74,12 @@ pub fn container_capabilities(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::security::ALL_CAPABILITIES;
+
+    /// A runtime that holds every capability.
+    const ALL: u64 = u64::MAX;
+    /// This test VM's bounding set: everything up to 40 but CAP_SYS_RESOURCE (24).
+    const NO_SYS_RESOURCE: u64 = ((1u64 << 41) - 1) & !(1 << 24);
 
     fn cri(add: &[&str], drop: &[&str]) -> CriCapabilities {
         CriCapabilities {
@@ -91,20 +107,21 @@ mod tests {
 
     #[test]
     fn defaults_without_lists() {
-        assert_eq!(container_capabilities(None, false).unwrap().len(), 14);
-        let c = container_capabilities(Some(&cri(&[], &[])), false).unwrap();
-        assert_eq!(c, capability_set(false));
+        assert_eq!(container_capabilities(None, false, ALL).unwrap().len(), 14);
+        let c = container_capabilities(Some(&cri(&[], &[])), false, ALL).unwrap();
+        assert_eq!(c, capability_set(false, ALL));
     }
 
     #[test]
     fn drop_all_add_one() {
-        let c = container_capabilities(Some(&cri(&["NET_BIND_SERVICE"], &["ALL"])), false).unwrap();
+        let c = container_capabilities(Some(&cri(&["NET_BIND_SERVICE"], &["ALL"])), false, ALL)
+            .unwrap();
         assert_eq!(c, [Capability::NetBindService].into_iter().collect());
     }
 
     #[test]
     fn add_all_drop_one() {
-        let c = container_capabilities(Some(&cri(&["all"], &["CHOWN"])), false).unwrap();
+        let c = container_capabilities(Some(&cri(&["all"], &["CHOWN"])), false, ALL).unwrap();
         assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
         assert!(!c.contains(&Capability::Chown));
         assert!(c.contains(&Capability::SysAdmin));
@@ -112,20 +129,38 @@ mod tests {
 
     #[test]
     fn add_and_drop_individual() {
-        let c =
-            container_capabilities(Some(&cri(&["SYS_TIME"], &["NET_RAW", "KILL"])), false).unwrap();
+        let c = container_capabilities(Some(&cri(&["SYS_TIME"], &["NET_RAW", "KILL"])), false, ALL)
+            .unwrap();
         assert_eq!(c.len(), 13);
         assert!(c.contains(&Capability::SysTime));
         assert!(!c.contains(&Capability::NetRaw));
         // Drop wins over add of the same capability.
-        let c = container_capabilities(Some(&cri(&["SYS_TIME"], &["SYS_TIME"])), false).unwrap();
+        let c =
+            container_capabilities(Some(&cri(&["SYS_TIME"], &["SYS_TIME"])), false, ALL).unwrap();
         assert!(!c.contains(&Capability::SysTime));
     }
 
     #[test]
     fn unknown_is_error_and_privileged_ignores_lists() {
-        assert!(container_capabilities(Some(&cri(&[], &["BOGUS"])), false).is_err());
-        let c = container_capabilities(Some(&cri(&[], &["ALL"])), true).unwrap();
+        assert!(container_capabilities(Some(&cri(&[], &["BOGUS"])), false, ALL).is_err());
+        let c = container_capabilities(Some(&cri(&[], &["ALL"])), true, ALL).unwrap();
         assert_eq!(c.len(), ALL_CAPABILITIES.len());
+    }
+
+    #[test]
+    fn all_means_the_runtimes_bounding_set() {
+        let c = container_capabilities(None, true, NO_SYS_RESOURCE).unwrap();
+        assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!c.contains(&Capability::SysResource));
+        let c = container_capabilities(Some(&cri(&["ALL"], &[])), false, NO_SYS_RESOURCE).unwrap();
+        assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!c.contains(&Capability::SysResource));
+        let e = container_capabilities(Some(&cri(&["SYS_RESOURCE"], &[])), false, NO_SYS_RESOURCE)
+            .unwrap_err();
+        assert!(matches!(e, SpecError::CapabilityNotGrantable { .. }), "{e}");
+        assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition);
+        // The default set is kept within the bounding set too.
+        let none = container_capabilities(None, false, 0).unwrap();
+        assert!(none.is_empty());
     }
 }

@@ -100,7 +100,11 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
         namespaces::container_namespaces(ns_opts, input.sandbox_pid, input.target_pid)?;
     let host_ipc = ns_opts.is_some_and(|o| o.ipc() == NamespaceMode::Node);
 
-    let caps = capabilities::container_capabilities(sc.capabilities.as_ref(), privileged)?;
+    let caps = capabilities::container_capabilities(
+        sc.capabilities.as_ref(),
+        privileged,
+        input.host.bounding_caps,
+    )?;
     let seccomp_choice = seccomp::choose(sc.seccomp.as_ref(), container_seccomp_path(sc))?;
     let seccomp = seccomp::resolve(
         &seccomp_choice,

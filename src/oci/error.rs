@@ -26,6 +26,12 @@ pub enum SpecError {
     #[error("{field} = {value} is out of range for a Linux id (0..=4294967295)")]
     InvalidId { field: &'static str, value: i64 },
 
+    #[error(
+        "capability {name:?} is not in the runtime's bounding set, so no container can get it \
+         on this node"
+    )]
+    CapabilityNotGrantable { name: String },
+
     #[error("run_as_group is set without run_as_user")]
     GroupWithoutUser,
 
@@ -151,7 +157,9 @@ impl SpecError {
                 tonic::Code::Unimplemented
             }
             // The node cannot run what was asked, though the request itself is well formed.
-            SpecError::AppArmorUnavailable { .. } => tonic::Code::FailedPrecondition,
+            SpecError::AppArmorUnavailable { .. } | SpecError::CapabilityNotGrantable { .. } => {
+                tonic::Code::FailedPrecondition
+            }
             SpecError::DeviceRead { .. } | SpecError::MountSource { .. } => {
                 tonic::Code::FailedPrecondition
             }

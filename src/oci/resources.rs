@@ -79,11 +79,13 @@ mod tests {
         apparmor: false,
         swap: true,
         hugetlb: true,
+        bounding_caps: u64::MAX,
     };
     const NONE: HostFeatures = HostFeatures {
         apparmor: false,
         swap: false,
         hugetlb: false,
+        bounding_caps: u64::MAX,
     };
 
     fn kubelet_burstable() -> LinuxContainerResources {

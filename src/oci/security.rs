@@ -22,9 +22,9 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::AuditWrite,
 ];
 
-/// Every capability oci-spec knows (0..=40, CAP_CHECKPOINT_RESTORE, i.e. Linux >= 5.9).
-/// Used for privileged containers. On an older kernel the top ones would be unknown; the nodes
-/// this runtime targets (Debian 12 and newer) all have cap_last_cap = 40.
+/// Every capability oci-spec knows (0..=40, CAP_CHECKPOINT_RESTORE, i.e. Linux >= 5.9), in
+/// the kernel's numbering: entry N is capability N. Privileged containers and "ALL" get the
+/// ones of these in the runtime's bounding set ([`within`]).
 pub const ALL_CAPABILITIES: &[Capability] = &[
     Capability::Chown,
     Capability::DacOverride,
@@ -69,14 +69,41 @@ pub const ALL_CAPABILITIES: &[Capability] = &[
     Capability::CheckpointRestore,
 ];
 
-/// The set a process starts with: `privileged` gets everything, others the default set.
-pub fn capability_set(privileged: bool) -> Capabilities {
+/// The kernel's number of `cap`.
+pub fn capability_number(cap: Capability) -> u32 {
+    ALL_CAPABILITIES
+        .iter()
+        .position(|c| *c == cap)
+        .expect("every oci-spec capability is listed") as u32
+}
+
+/// Whether `cap` is in `bounding` (bit N = capability N).
+pub fn in_bounding_set(cap: Capability, bounding: u64) -> bool {
+    bounding & (1u64 << capability_number(cap)) != 0
+}
+
+/// Every capability in `bounding`: what "all capabilities" means for a runtime that holds
+/// only these (capset of one outside it fails with EPERM).
+pub fn within(bounding: u64) -> Capabilities {
+    ALL_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| in_bounding_set(*c, bounding))
+        .collect()
+}
+
+/// The set a process starts with: `privileged` gets everything the runtime may grant, others
+/// the default set (as far as the runtime may grant it).
+pub fn capability_set(privileged: bool, bounding: u64) -> Capabilities {
     let list = if privileged {
         ALL_CAPABILITIES
     } else {
         DEFAULT_CAPABILITIES
     };
-    list.iter().copied().collect()
+    list.iter()
+        .copied()
+        .filter(|c| in_bounding_set(*c, bounding))
+        .collect()
 }
 
 /// Put `caps` in the bounding, effective and permitted sets. Inheritable and ambient stay empty,
@@ -239,7 +266,7 @@ mod tests {
 
     #[test]
     fn default_caps_are_fourteen_and_not_inheritable() {
-        let caps = capability_set(false);
+        let caps = capability_set(false, u64::MAX);
         assert_eq!(caps.len(), 14);
         assert!(!caps.contains(&Capability::SysAdmin));
         let lc = linux_capabilities(&caps);
@@ -252,7 +279,7 @@ mod tests {
 
     #[test]
     fn privileged_gets_all_41() {
-        let caps = capability_set(true);
+        let caps = capability_set(true, u64::MAX);
         assert_eq!(caps.len(), 41);
         assert!(caps.contains(&Capability::SysAdmin));
         assert!(caps.contains(&Capability::CheckpointRestore));

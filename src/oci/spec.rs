@@ -41,6 +41,8 @@ pub struct SandboxSpecInput<'a> {
     pub oom_score_adj: i32,
     /// Localhost seccomp profiles with a relative path resolve against this directory.
     pub seccomp_profile_root: &'a Path,
+    /// The runtime's capability bounding set (see [`super::HostFeatures::bounding_caps`]).
+    pub bounding_caps: u64,
 }
 
 /// Build the sandbox container's spec. Pure, except for reading a Localhost seccomp profile.
@@ -89,7 +91,7 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
     sysctl::validate(sysctls, &ns)?;
 
     let hostname = pod_hostname(&config.hostname, &ns)?;
-    let caps = security::capability_set(privileged);
+    let caps = security::capability_set(privileged, input.bounding_caps);
     let process = sandbox_process(input, sc, &caps)?;
 
     let choice = seccomp::choose(sc.seccomp.as_ref(), sandbox_seccomp_path(sc))?;
@@ -177,7 +179,12 @@ fn sandbox_process(
         run_as_group: sc.run_as_group.as_ref().map(|v| v.value),
     };
     let image_user = image.and_then(|c| c.user().as_deref());
-    let user = proc_::resolve_user(over, image_user, &sc.supplemental_groups)?;
+    // The pod's supplemental groups (fsGroup, supplementalGroups) are checked but not given to
+    // the pause: it opens no files, and kubelet repeats them in every container's own security
+    // context. Setting them needs /proc/self/setgroups, and the pause has no /proc (libcontainer's
+    // procfs resolver panics without one).
+    proc_::resolve_user(over, image_user, &sc.supplemental_groups)?;
+    let user = proc_::resolve_user(over, image_user, &[])?;
 
     let mut p = Process::default();
     p.set_terminal(Some(false));

@@ -311,6 +311,7 @@ impl Context {
             cgroups_path: &record.cgroups_path,
             oom_score_adj: self.sandbox_oom_score_adj,
             seccomp_profile_root: &self.config.root.join("seccomp"),
+            bounding_caps: crate::oci::host::own_bounding_set(),
         })
         .map_err(|e| match e.grpc_code() {
             tonic::Code::Unimplemented => CriError::Unimplemented(format!("sandbox spec: {e}")),

@@ -211,6 +211,7 @@ const HOST: HostFeatures = HostFeatures {
     apparmor: false,
     swap: true,
     hugetlb: true,
+    bounding_caps: u64::MAX,
 };
 
 struct Fixture {

@@ -532,7 +532,7 @@ fn owned(names: &[&str]) -> Vec<String> {
 
 /// The profile for a workload with containerd's default capabilities.
 pub fn runtime_default() -> LinuxSeccomp {
-    runtime_default_with_caps(&capability_set(false))
+    runtime_default_with_caps(&capability_set(false, u64::MAX))
 }
 
 /// The profile for a workload holding `caps`: [`ALLOWED`], plus each group of

@@ -83,7 +83,7 @@ fn choose_deprecated_path() {
 
 #[test]
 fn privileged_and_unconfined_get_nothing() {
-    let caps = capability_set(false);
+    let caps = capability_set(false, u64::MAX);
     let root = Path::new("/nonexistent");
     assert!(
         resolve(&SeccompChoice::Unconfined, false, &caps, root)
@@ -165,7 +165,7 @@ fn runtime_default_shape() {
 
 #[test]
 fn caps_widen_the_profile() {
-    let mut caps = capability_set(false);
+    let mut caps = capability_set(false, u64::MAX);
     caps.insert(Capability::SysAdmin);
     caps.insert(Capability::SysTime);
     let p = runtime_default_with_caps(&caps);
@@ -203,7 +203,7 @@ fn caps_widen_the_profile() {
 
 #[test]
 fn resolve_converts_masked_eq_for_libcontainer() {
-    let caps = capability_set(false);
+    let caps = capability_set(false, u64::MAX);
     let p = resolve(&SeccompChoice::RuntimeDefault, false, &caps, Path::new("/"))
         .unwrap()
         .unwrap();
@@ -226,7 +226,7 @@ fn localhost_relative_absolute_missing_and_bad() {
          "args":[{"index":0,"value":2114060288,"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}]}]}"#;
     std::fs::write(dir.path().join("good.json"), good).unwrap();
     std::fs::write(dir.path().join("bad.json"), "{not json").unwrap();
-    let caps = capability_set(false);
+    let caps = capability_set(false, u64::MAX);
 
     let rel = resolve(
         &SeccompChoice::Localhost("good.json".into()),
@@ -301,7 +301,7 @@ fn run_confined(profile: &LinuxSeccomp, program: &str, args: &[&str]) -> (i32, S
 /// and stops namespace creation and mounts.
 #[test]
 fn live_runtime_default_runs_a_shell() {
-    let caps = capability_set(false);
+    let caps = capability_set(false, u64::MAX);
     let profile = resolve(&SeccompChoice::RuntimeDefault, false, &caps, Path::new("/"))
         .unwrap()
         .unwrap();
@@ -336,7 +336,7 @@ fn live_clone_namespace_flags_refused() {
         eprintln!("python3 missing; skipping");
         return;
     }
-    let caps = capability_set(false);
+    let caps = capability_set(false, u64::MAX);
     let profile = resolve(&SeccompChoice::RuntimeDefault, false, &caps, Path::new("/"))
         .unwrap()
         .unwrap();

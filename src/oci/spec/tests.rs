@@ -155,6 +155,7 @@ impl Fixture {
             cgroups_path: "/kubepods/besteffort/pod3f5a0c1e/0123456789abcdef",
             oom_score_adj: -998,
             seccomp_profile_root: &self.profile_root,
+            bounding_caps: u64::MAX,
         })
     }
 
@@ -225,7 +226,8 @@ fn typical_sandbox_details() {
         0,
         "run_as_user overrides the image user entirely"
     );
-    assert_eq!(p.user().additional_gids(), &Some(vec![2000]));
+    // Checked, but not given to the pause (it has no /proc for setgroups and opens no files).
+    assert_eq!(p.user().additional_gids(), &None);
     assert_eq!(p.oom_score_adj(), Some(-998));
     assert_eq!(p.no_new_privileges(), Some(true));
     assert!(p.rlimits().is_none());
@@ -315,6 +317,7 @@ fn rootfs_mount_comes_first() {
         cgroups_path: "/x",
         oom_score_adj: 0,
         seccomp_profile_root: Path::new("/"),
+        bounding_caps: u64::MAX,
     })
     .unwrap();
     let dests = crate::oci::mount_destinations(&spec);
@@ -607,6 +610,7 @@ fn minimal_config_defaults() {
         cgroups_path: "/crius/id",
         oom_score_adj: 0,
         seccomp_profile_root: Path::new("/"),
+        bounding_caps: u64::MAX,
     })
     .unwrap();
     assert_eq!(spec.hostname(), &None);
