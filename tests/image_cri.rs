@@ -30,16 +30,7 @@ async fn pull_status_list_remove_over_cri() {
     );
     reg.push(&layout, &desc, "foo:1").await;
 
-    let d = TestDaemon::start(DaemonOpts::default()).await;
-    std::fs::write(
-        d.dir().join("crius.toml"),
-        format!(
-            "[registry.mirrors.\"registry.k8s.io\"]\nendpoint = [\"http://{}\"]\n",
-            reg.host()
-        ),
-    )
-    .unwrap();
-    d.restart().await;
+    let d = mirrored_daemon(&reg, DaemonOpts::default()).await;
     let mut images = d.image();
 
     let id = images
@@ -141,10 +132,9 @@ async fn fs_used(images: &mut common::daemon::Images) -> u64 {
         .value
 }
 
-/// A daemon whose registry.k8s.io is the local registry `reg` (plain HTTP), with
-/// `sandbox_image` configured.
-async fn mirrored_daemon(reg: &Registry, sandbox_image: &str) -> TestDaemon {
-    let d = TestDaemon::start(DaemonOpts::default().sandbox_image(sandbox_image)).await;
+/// A daemon started with `opts` whose registry.k8s.io is the local registry `reg` (plain HTTP).
+async fn mirrored_daemon(reg: &Registry, opts: DaemonOpts) -> TestDaemon {
+    let d = TestDaemon::start(opts).await;
     std::fs::write(
         d.dir().join("crius.toml"),
         format!(
@@ -173,7 +163,11 @@ async fn the_configured_sandbox_image_is_pulled_on_first_use() {
         .unwrap();
     assert!(out.status.success(), "skopeo copy: {out:?}");
 
-    let d = mirrored_daemon(&reg, "registry.k8s.io/pause:3.10").await;
+    let d = mirrored_daemon(
+        &reg,
+        DaemonOpts::default().sandbox_image("registry.k8s.io/pause:3.10"),
+    )
+    .await;
     let mut images = d.image();
     let before = images
         .image_status(ImageStatusRequest {
@@ -204,7 +198,11 @@ async fn the_configured_sandbox_image_is_pulled_on_first_use() {
     common::assert_no_leaks(&d).await;
 
     // A sandbox image the registry does not have: a clear error, nothing left behind.
-    let d = mirrored_daemon(&reg, "registry.k8s.io/pause:missing").await;
+    let d = mirrored_daemon(
+        &reg,
+        DaemonOpts::default().sandbox_image("registry.k8s.io/pause:missing"),
+    )
+    .await;
     let (code, msg) = common::code_of(
         d.runtime()
             .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
