@@ -219,3 +219,73 @@ async fn the_configured_sandbox_image_is_pulled_on_first_use() {
     assert!(d.list_pods(None).await.is_empty());
     common::assert_no_leaks(&d).await;
 }
+
+/// A client's gRPC deadline (`grpc-timeout`) ends the call with DEADLINE_EXCEEDED, as gRPC
+/// specifies and as kubelet and critest expect, not CANCELLED. tonic's client would act on the
+/// deadline itself, so this sends the call over a raw HTTP/2 connection and reads the server's
+/// own grpc-status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_deadline_answers_deadline_exceeded() {
+    use prost::Message;
+    // A "registry" that accepts connections and never answers: the pull can only hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || silent.incoming().take(4).collect::<Vec<_>>());
+    let d = TestDaemon::start(DaemonOpts::default()).await;
+    let image = format!("127.0.0.1:{port}/silent/img:1");
+
+    let io = tokio::net::UnixStream::connect(d.socket()).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post("http://localhost/runtime.v1.ImageService/PullImage")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(())
+        .unwrap();
+    let message = PullImageRequest {
+        image: spec(&image),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let started = std::time::Instant::now();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    send.send_data(body.into(), true).unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(30), response)
+        .await
+        .expect("the server answers once the deadline passed")
+        .unwrap();
+    // A trailers-only answer carries grpc-status in the headers; otherwise in the trailers.
+    let mut status = response.headers().get("grpc-status").cloned();
+    if status.is_none() {
+        let mut body = response.into_body();
+        while body.data().await.is_some() {}
+        status = body
+            .trailers()
+            .await
+            .unwrap()
+            .and_then(|t| t.get("grpc-status").cloned());
+    }
+    assert_eq!(
+        status.as_ref().and_then(|s| s.to_str().ok()),
+        Some("4"), // DEADLINE_EXCEEDED
+        "after {:?}",
+        started.elapsed()
+    );
+
+    // The daemon still serves, and the abandoned pull left no image behind.
+    let status = d
+        .image()
+        .image_status(ImageStatusRequest {
+            image: spec(&image),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.image.is_none());
+    drop(held);
+}

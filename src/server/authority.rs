@@ -12,6 +12,11 @@
 //! literals "without indexing", so h2's decoder table never grows and stays consistent whatever
 //! the client's encoder did. The server's bytes to the client pass through untouched. A stream
 //! that does not start with the HTTP/2 preface is passed through as it is.
+//!
+//! The same re-encoding renames `grpc-timeout` to [`DEADLINE_HEADER`]: tonic's own timeout answers
+//! an expired deadline with CANCELLED, where gRPC (and kubelet, critest) expect
+//! DEADLINE_EXCEEDED, and it runs outside any layer we can add. `deadline.rs` enforces the
+//! renamed header instead.
 
 use bytes::{Buf, BufMut, BytesMut};
 use std::io;
@@ -33,6 +38,8 @@ const MAX_FRAME: usize = 16_384;
 const MAX_TABLE: usize = 65_536;
 /// What replaces an authority h2 would refuse.
 const REPLACEMENT: &[u8] = b"localhost";
+/// The client's `grpc-timeout`, renamed so that only `deadline.rs` acts on it.
+pub const DEADLINE_HEADER: &str = "crius-grpc-timeout";
 
 #[derive(Debug, PartialEq, Eq)]
 enum Mode {
@@ -193,7 +200,8 @@ fn acceptable(value: &[u8]) -> bool {
     http::uri::Authority::try_from(value).is_ok()
 }
 
-/// The block as literals without indexing, with an unacceptable `:authority` replaced.
+/// The block as literals without indexing, with an unacceptable `:authority` replaced and
+/// `grpc-timeout` renamed.
 fn encode(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in headers {
@@ -201,6 +209,11 @@ fn encode(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
             REPLACEMENT
         } else {
             value
+        };
+        let name: &[u8] = if name == b"grpc-timeout" {
+            DEADLINE_HEADER.as_bytes()
+        } else {
+            name
         };
         // Literal header field without indexing, new name (RFC 7541, 6.2.2).
         out.push(0x00);

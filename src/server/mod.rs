@@ -3,6 +3,7 @@
 //! only layer where errors become gRPC statuses.
 
 mod authority;
+mod deadline;
 mod image;
 mod runtime;
 mod socket;
@@ -179,6 +180,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         |conn| conn.map(authority::AuthorityFix::new),
     );
     tonic::transport::Server::builder()
+        .layer(deadline::DeadlineLayer)
         .add_service(RuntimeServiceServer::new(runtime::Runtime::new(
             ctx.clone(),
             stream,

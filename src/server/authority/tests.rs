@@ -156,3 +156,20 @@ fn acceptable_authorities() {
     assert!(!acceptable(GRPCIO_AUTHORITY));
     assert!(!acceptable(b"/var/run/crius.sock"));
 }
+
+#[tokio::test]
+async fn grpc_timeout_is_renamed_for_the_deadline_layer() {
+    let mut block = vec![0x00, 12];
+    block.extend_from_slice(b"grpc-timeout");
+    block.push(2);
+    block.extend_from_slice(b"5m");
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(HEADERS, END_HEADERS, 1, &block));
+    let out = through(input).await;
+    let got = frames(&out[PREFACE.len()..]);
+    let headers = loona_hpack::Decoder::new().decode(&got[0].3).unwrap();
+    assert_eq!(
+        headers,
+        vec![(DEADLINE_HEADER.as_bytes().to_vec(), b"5m".to_vec())]
+    );
+}
