@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 pub const PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 /// What a WebSocket client may ask for (`Sec-WebSocket-Protocol`).
 pub const WS_PROTOCOLS: &[&str] = &[
+    TUNNEL_PROTOCOL,
     "v4.portforward.k8s.io",
     "portforward.k8s.io",
     "v4.channel.k8s.io",
@@ -32,6 +33,8 @@ pub const WS_PROTOCOLS: &[&str] = &[
     "channel.k8s.io",
     "base64.channel.k8s.io",
 ];
+/// SPDY tunnelled through WebSocket (client-go's port-forward over WebSocket).
+const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 /// Most ports one WebSocket connection forwards (two channels each, below the v5 close
 /// signal's 255).
 const MAX_WS_PORTS: usize = 64;
@@ -138,6 +141,22 @@ async fn serve_ws<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if head
+        .header_values("sec-websocket-protocol")
+        .iter()
+        .any(|p| p == TUNNEL_PROTOCOL)
+    {
+        if ws::upgrade(&mut io, head, &[TUNNEL_PROTOCOL])
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let pod = plan.pod_sandbox_id.clone();
+        let why = spdy::serve(ws::tunnel(io), idle, |session| run(session, plan)).await;
+        tracing::debug!(%pod, ?why, "port-forward SPDY-over-WebSocket connection closed");
+        return;
+    }
     // The ports are checked before the upgrade, so a bad request gets a plain 400.
     let ports = match query_ports(&head.path) {
         // No ports in the URL: those of the PortForward call.

@@ -323,6 +323,69 @@ where
     closed_rx.borrow().clone()
 }
 
+/// SPDY tunnelled in WebSocket binary messages (client-go's `SPDY/3.1+portforward.k8s.io`,
+/// what `kubectl port-forward`/`crictl port-forward --transport websocket` speak): returns a
+/// byte stream the SPDY server runs on; pumps move the message payloads in and out.
+pub fn tunnel<IO>(io: IO) -> tokio::io::DuplexStream
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (near, far) = tokio::io::duplex(256 << 10);
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let (mut far_rd, mut far_wr) = tokio::io::split(far);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Out>(8);
+    tokio::spawn(async move {
+        let mut rd = BufReader::with_capacity(64 << 10, &mut rd);
+        loop {
+            match read_frame(&mut rd, 0).await {
+                Ok(Some((_, OP_BINARY | OP_CONT | OP_TEXT, p))) => {
+                    if far_wr.write_all(&p).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some((_, OP_PING, p))) => {
+                    let _ = ctl_tx.send(Out::Pong(Bytes::from(p))).await;
+                }
+                Ok(Some((_, OP_PONG, _))) => {}
+                Ok(Some((_, OP_CLOSE, _))) | Ok(None) => break,
+                Ok(Some(_)) => break,
+                Err(Violation(code, msg)) => {
+                    tracing::warn!(code, error = %msg, "bad WebSocket frame; closing the SPDY tunnel");
+                    let _ = ctl_tx.send(Out::Close { code, reason: msg }).await;
+                    break;
+                }
+            }
+        }
+        // EOF for the SPDY server.
+        let _ = far_wr.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 << 10];
+        let mut frame = Vec::with_capacity(40 << 10);
+        loop {
+            frame.clear();
+            let done = tokio::select! {
+                n = far_rd.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => {
+                        encode(&mut frame, &Out::Close { code: CLOSE_NORMAL, reason: String::new() }, false);
+                        true
+                    }
+                    Ok(n) => {
+                        put_frame(&mut frame, OP_BINARY, &[&buf[..n]]);
+                        false
+                    }
+                },
+                Some(ctl) = ctl_rx.recv() => encode(&mut frame, &ctl, false),
+            };
+            if wr.write_all(&frame).await.is_err() || done {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    near
+}
+
 /// Appends one unmasked server frame.
 fn put_frame(buf: &mut Vec<u8>, opcode: u8, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
