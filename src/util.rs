@@ -90,13 +90,24 @@ pub const FAILPOINT_ENV: &str = "CRIUS_FAILPOINT";
 
 /// A test hook: when the daemon runs with `CRIUS_FAILPOINT=<name>`, a request reaching the
 /// point called `name` hangs there for good, so that an integration test can kill -9 the
-/// daemon at exactly that step of a create and check what a restart makes of it. Unset (as in
-/// production) it costs one environment lookup.
-pub async fn failpoint(name: &str) {
-    if std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == name) {
+/// daemon at exactly that step of a create and check what a restart makes of it. With
+/// `CRIUS_FAILPOINT=<name>!fail` the request waits a second there (time for the test to
+/// break something, e.g. freeze a monitor) and then fails, so its rollback runs. Unset (as
+/// in production) it costs one environment lookup.
+pub async fn failpoint(name: &str) -> Result<(), String> {
+    let Ok(value) = std::env::var(FAILPOINT_ENV) else {
+        return Ok(());
+    };
+    if value == name {
         tracing::warn!(failpoint = name, "failpoint reached; hanging here");
         std::future::pending::<()>().await;
     }
+    if value.strip_suffix("!fail") == Some(name) {
+        tracing::warn!(failpoint = name, "failpoint reached; failing in a second");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return Err(format!("failpoint {name}: injected failure"));
+    }
+    Ok(())
 }
 
 /// kubelet's id filter: empty matches everything, otherwise an id prefix.

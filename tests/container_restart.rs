@@ -139,3 +139,81 @@ async fn create_interrupted_by_kill9_shows_its_process_and_remove_releases_it() 
     d.stop_and_remove(&pod).await;
     assert_no_leaks(&d).await;
 }
+
+/// SIGCONT for a monitor this test stopped, also when the test fails half way.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+/// Issue 13 item 9 for containers: CreateContainer fails after its process exists (an
+/// injected failure) while the container's monitor is frozen, so the rollback cannot kill it.
+/// The rollback must stop there: the container stays listed CONTAINER_UNKNOWN with its
+/// writable layer mounted, and RemoveContainer finishes the cleanup once the monitor answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_rollback_stops_when_the_kill_fails_and_remove_finishes_it() {
+    let d = TestDaemon::start(DaemonOpts::default()).await;
+    d.import_busybox();
+    let mut pod_config = d.host_network_pod_config("unkillable");
+    pod_config.linux.as_mut().expect("linux").cgroup_parent = d.cgroup_parent();
+    let pod = d.run_pod(pod_config.clone()).await;
+
+    d.set_failpoint(Some("create-container:created!fail"));
+    d.restart().await;
+    let mut runtime = d.runtime();
+    let request = k8s_cri::v1::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(container_config("frozen", &["sleep", "3600"])),
+        sandbox_config: Some(pod_config.clone()),
+    };
+    let pending = tokio::spawn(async move { runtime.create_container(request).await });
+    d.wait_failpoint("create-container:created").await;
+    // The container's monitor dir is the one that is not the pod's.
+    let id = std::fs::read_dir(d.state().join("m"))
+        .expect("monitor dirs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| *n != pod && n.len() == 64)
+        .expect("the container's monitor dir");
+    let pid_file = d.state().join("m").join(&id).join("monitor.pid");
+    let monitor: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()))
+        .trim()
+        .parse()
+        .expect("monitor pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP the monitor");
+    let resume = Resume(monitor);
+    let failed = pending.await.unwrap();
+    assert!(failed.is_err(), "CreateContainer with an injected failure");
+
+    let (status, _) = d.container_status(&id).await;
+    assert_eq!(
+        status.state,
+        ContainerState::ContainerUnknown as i32,
+        "{status:?}"
+    );
+    assert!(
+        status.message.contains("cleanup stopped"),
+        "the status should say why it is kept: {status:?}"
+    );
+    assert!(
+        !common::mounts::mounts_under(&d.root().join("containers").join(&id)).is_empty(),
+        "the rollback unmounted the writable layer of a container it could not kill"
+    );
+
+    drop(resume);
+    d.remove_container(&id).await;
+    d.set_failpoint(None);
+    d.stop_and_remove(&pod).await;
+    assert_no_leaks(&d).await;
+}

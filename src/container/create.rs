@@ -225,7 +225,9 @@ impl Context {
             .await
             .map_err(|e| CriError::internal("creating the container", e))?;
         // The container process exists; the record does not say so yet.
-        crate::util::failpoint("create-container:created").await;
+        crate::util::failpoint("create-container:created")
+            .await
+            .map_err(CriError::Internal)?;
         // The first record's fsync ran alongside; it precedes any later version.
         crate::context::wait_synced(record_synced).await?;
         self.containers
