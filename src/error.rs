@@ -60,6 +60,23 @@ pub fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An error with its causes, "outer: inner: innermost": the one formatter of cause chains
+/// (tonic's transport error alone says only "transport error"). A cause whose text the
+/// message already holds (wrappers often repeat it) is said once.
+pub fn cause_chain(err: &(dyn std::error::Error + '_)) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
 /// The code a node-side failure deserves, from its message: Unknown unless it names a cause
 /// the caller can act on.
 fn classify(msg: &str) -> Code {
@@ -82,20 +99,27 @@ impl CriError {
         err: impl std::error::Error + 'static,
     ) -> Self {
         let no_space = is_no_space(&err);
-        let mut msg = format!("{context}: {err}");
-        let mut source = err.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !msg.contains(&text) {
-                msg.push_str(": ");
-                msg.push_str(&text);
-            }
-            source = s.source();
-        }
+        let msg = format!("{context}: {}", cause_chain(&err));
         if no_space {
             return CriError::ResourceExhausted(msg);
         }
         CriError::Internal(msg)
+    }
+
+    /// The one mapping of a spec builder's refusal to a CRI error, by the code the SpecError
+    /// itself says it deserves (the request's fault, a node feature it needs, or something
+    /// crius does not implement); `context` (may be empty) prefixes the message.
+    pub fn spec(context: &str, e: crate::oci::SpecError) -> Self {
+        let msg = if context.is_empty() {
+            e.to_string()
+        } else {
+            format!("{context}: {e}")
+        };
+        match e.grpc_code() {
+            Code::Unimplemented => CriError::Unimplemented(msg),
+            Code::FailedPrecondition => CriError::FailedPrecondition(msg),
+            _ => CriError::InvalidArgument(msg),
+        }
     }
 
     pub fn code(&self) -> Code {

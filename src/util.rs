@@ -23,19 +23,89 @@ fn write_via_rename(path: &Path, data: &[u8], durable: bool) -> std::io::Result<
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(data)?;
         if durable {
             f.sync_all()?;
         }
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
+        Ok(())
+    });
+    // A half-written temp file (ENOSPC) would hold on to the space that is short.
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     if durable && let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Page size the space reserves below are rounded to: filesystems allocate whole blocks, so a
+/// rewrite within a file's allocated pages needs no new space.
+const RESERVE_UNIT: usize = 4096;
+
+/// `data` padded with trailing blanks (which JSON readers skip) to whole pages with at least
+/// `slack` bytes to spare: a file written so can later be rewritten in place with a slightly
+/// longer version ([`overwrite_in_place`]) without allocating, e.g. on a full disk.
+pub fn padded(data: &[u8], slack: usize) -> Vec<u8> {
+    let len = (data.len() + slack).div_ceil(RESERVE_UNIT) * RESERVE_UNIT;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(data);
+    out.resize(len, b' ');
+    // A newline at the end keeps the file friendly to `cat`.
+    if let Some(last) = out.last_mut() {
+        *last = b'\n';
+    }
+    out
+}
+
+/// Rewrite `path` in place with `data`, blank-padded to the file's current length, so the
+/// write lands in space the file already holds: the way to record a change when the disk is
+/// full and a new file cannot be made. `data` longer than the file is refused (ENOSPC) before
+/// anything is written, so the old content is never torn by a write that runs out of space.
+/// Unlike [`replace_file`] a crash during the write could tear the file; this is only the
+/// fallback for when the atomic way is impossible.
+pub fn overwrite_in_place(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    let len = f.metadata()?.len() as usize;
+    if data.len() > len {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    let mut buf = data.to_vec();
+    buf.resize(len, b' ');
+    if let Some(last) = buf.last_mut().filter(|_| len > data.len()) {
+        *last = b'\n';
+    }
+    f.write_all_at(&buf, 0)?;
+    if durable {
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The environment variable naming a [`failpoint`] to hang at.
+pub const FAILPOINT_ENV: &str = "CRIUS_FAILPOINT";
+
+/// A test hook: when the daemon runs with `CRIUS_FAILPOINT=<name>`, a request reaching the
+/// point called `name` hangs there for good, so that an integration test can kill -9 the
+/// daemon at exactly that step of a create and check what a restart makes of it. With
+/// `CRIUS_FAILPOINT=<name>!fail` the request waits a second there (time for the test to
+/// break something, e.g. freeze a monitor) and then fails, so its rollback runs. Unset (as
+/// in production) it costs one environment lookup.
+pub async fn failpoint(name: &str) -> Result<(), String> {
+    let Ok(value) = std::env::var(FAILPOINT_ENV) else {
+        return Ok(());
+    };
+    if value == name {
+        tracing::warn!(failpoint = name, "failpoint reached; hanging here");
+        std::future::pending::<()>().await;
+    }
+    if value.strip_suffix("!fail") == Some(name) {
+        tracing::warn!(failpoint = name, "failpoint reached; failing in a second");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return Err(format!("failpoint {name}: injected failure"));
     }
     Ok(())
 }

@@ -236,7 +236,7 @@ async fn everyday_verbs_against_a_real_daemon() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out yes\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert_eq!(
-        ok(&d, &["exec", "-t", "10", &ctr, "echo", "-n", "hi"]),
+        ok(&d, &["exec", "--timeout", "10", &ctr, "echo", "-n", "hi"]),
         "hi"
     );
 

@@ -143,7 +143,44 @@ async fn run_interrupted_by_kill9_is_left_not_ready_and_cleaned_by_stop_remove()
         common::pods::not_ready(),
         "interrupted pod state"
     );
+    // Status shows what the interrupted create made: the live pause, its netns and the IP
+    // that bridge configured (issue 13 item 10).
+    let st = d.status(&id).await;
+    let ip = pod_ip(&st);
+    assert!(
+        net.contains(&ip),
+        "IP of the interrupted pod: {ip:?} ({st:?})"
+    );
+    assert_eq!(
+        net.allocated_ips(),
+        vec![ip.clone()],
+        "the IP host-local holds"
+    );
+    let pid = common::pods::pid_from_info(&st.info).unwrap_or_else(|| {
+        panic!(
+            "no pid in the status of a pod whose pause runs: {:?}",
+            st.info
+        )
+    });
+    assert!(
+        procs::is_alive(pid),
+        "pause pid {pid} in the status is not alive"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(st.info.get("info").expect("verbose info")).expect("info JSON");
+    let netns = info["netNamespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !netns.is_empty() && std::path::Path::new(&netns).exists(),
+        "netns of the interrupted pod: {info}"
+    );
     d.stop_pod(&id).await;
+    assert!(
+        procs::wait_gone(pid, Duration::from_secs(10)),
+        "pause {pid} outlived Stop"
+    );
     d.remove_pod(&id).await;
     assert!(net.allocated_ips().is_empty(), "IP released by Stop");
     assert_no_leaks(&d).await;

@@ -144,3 +144,65 @@ async fn exits_are_seen_at_once() {
     d.stop_and_remove(&pod).await;
     assert_no_leaks(&d).await;
 }
+
+/// The pause's monitor killed with SIGKILL: the pod turns NotReady (kubelet then recreates
+/// it) and what was left of the pause is killed, without waiting for a daemon restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_pause_monitor_makes_the_pod_not_ready() {
+    let d = TestDaemon::start(DaemonOpts::default()).await;
+    let pod = d.run_pod(d.host_network_pod_config("pausekill")).await;
+    let pause = d.pause_pid(&pod).await;
+    procs::sigkill(monitor_pid(&d, &pod));
+    let t0 = Instant::now();
+    while common::pods::state(&d.status(&pod).await) != common::pods::not_ready() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "pod still Ready {:?} after its pause monitor was killed",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "noticed after {:?}",
+        t0.elapsed()
+    );
+    wait_dead(pause).await;
+    d.stop_and_remove(&pod).await;
+    assert_no_leaks(&d).await;
+}
+
+/// A monitor killed while the daemon is down: the restart reports the container as the live
+/// watch would (Exited, MonitorDied, 255), not as unknown, and has killed what was left.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_killed_while_the_daemon_is_down_is_reported_monitor_died() {
+    let d = TestDaemon::start(DaemonOpts::default()).await;
+    d.import_busybox();
+    let pod_config = d.host_network_pod_config("downkill");
+    let pod = d.run_pod(pod_config.clone()).await;
+    let id = d
+        .run_container(
+            &pod,
+            &pod_config,
+            container_config("sleeper", &["sleep", "600"]),
+        )
+        .await;
+    let init = d.container_pid(&id).await;
+    let monitor = monitor_pid(&d, &id);
+    d.kill9();
+    procs::sigkill(monitor);
+    wait_dead(monitor).await;
+    d.restart().await;
+    let (status, _) = d.container_status(&id).await;
+    assert_eq!(
+        status.state,
+        ContainerState::ContainerExited as i32,
+        "{status:?}"
+    );
+    assert_eq!(status.reason, "MonitorDied", "{status:?}");
+    assert_eq!(status.exit_code, 255, "{status:?}");
+    wait_dead(init).await;
+    d.remove_container(&id).await;
+    d.stop_and_remove(&pod).await;
+    assert_no_leaks(&d).await;
+}

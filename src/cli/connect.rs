@@ -43,7 +43,7 @@ pub enum Deadline {
 pub struct Client {
     pub runtime: RuntimeServiceClient<Channel>,
     pub image: ImageServiceClient<Channel>,
-    timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
 }
 
 impl Client {

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use k8s_cri::v1::{
     Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ListContainersRequest,
-    PodSandboxConfig, RemoveContainerRequest, StartContainerRequest, StopContainerRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecRequest, ExecSyncRequest,
+    ListContainersRequest, PodSandboxConfig, RemoveContainerRequest, StartContainerRequest,
+    StopContainerRequest,
 };
 use serde_json::json;
 
@@ -72,9 +73,18 @@ pub struct RmArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {
-    /// Seconds the command may run (0: no limit).
-    #[arg(long, short, default_value_t = 0)]
+    /// Seconds the command may run (0: no limit); implies --sync.
+    #[arg(long, default_value_t = 0)]
     pub timeout: i64,
+    /// Use ExecSync (output collected, then printed) instead of a streaming Exec.
+    #[arg(long, short = 's')]
+    pub sync: bool,
+    /// Pass our stdin to the command.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// Run the command on a tty (our terminal in raw mode, its size followed).
+    #[arg(long, short = 't')]
+    pub tty: bool,
     /// The container to run the command in.
     pub id: String,
     /// The command and its arguments (after `--`).
@@ -303,6 +313,43 @@ pub async fn remove(c: &Client, args: &RmArgs) -> Result<(), CliError> {
 
 /// Run the command and relay its output; returns its exit code (for ours).
 pub async fn exec(c: &Client, args: &ExecArgs) -> Result<i32, CliError> {
+    if args.sync || args.timeout > 0 {
+        if args.interactive || args.tty {
+            return Err(CliError::Usage(
+                "-i and -t need a streaming exec (no --sync or --timeout)".into(),
+            ));
+        }
+        return exec_sync(c, args).await;
+    }
+    let resp = c
+        .call(
+            "Exec",
+            Deadline::Normal,
+            c.runtime.clone().exec(ExecRequest {
+                container_id: args.id.clone(),
+                cmd: args.cmd.clone(),
+                tty: args.tty,
+                stdin: args.interactive,
+                stdout: true,
+                // A tty merges stderr into its output.
+                stderr: !args.tty,
+            }),
+        )
+        .await?;
+    let opts = super::stream_client::RemoteOpts {
+        stdin: args.interactive,
+        tty: args.tty,
+    };
+    super::stream_client::remote_command(&resp.url, opts)
+        .await
+        .map_err(|e| CliError::Answer {
+            what: "exec in container",
+            id: args.id.clone(),
+            reason: e.to_string(),
+        })
+}
+
+async fn exec_sync(c: &Client, args: &ExecArgs) -> Result<i32, CliError> {
     let resp = c
         .call(
             "ExecSync",

@@ -45,19 +45,7 @@ pub enum CliError {
     Runtime(std::io::Error),
 }
 
-/// An error with its causes, "outer: inner: innermost" (tonic's transport error alone says
-/// only "transport error").
+/// An error with its causes (see [`crate::error::cause_chain`]).
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        // Wrappers often repeat their cause's text; say it once.
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
+    crate::error::cause_chain(e)
 }

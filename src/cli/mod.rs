@@ -10,7 +10,9 @@ pub mod images;
 pub mod logs;
 pub mod output;
 pub mod pods;
+pub mod portforward;
 pub mod stats;
+pub mod stream_client;
 pub mod system;
 
 pub use connect::ConnectOpts;
@@ -57,8 +59,10 @@ pub enum Verb {
     Stop(containers::StopArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
-    /// Run a command in a container and exit with its exit code: ID -- CMD...
+    /// Run a command in a container and exit with its exit code: [-i] [-t] ID -- CMD...
     Exec(containers::ExecArgs),
+    /// Forward local ports to a pod: POD LOCAL:REMOTE...
+    PortForward(portforward::PortForwardArgs),
     /// Print a container's logs.
     Logs(logs::LogsArgs),
     /// List images.
@@ -98,6 +102,7 @@ impl Verb {
             Verb::Stop(_) => "stop",
             Verb::Rm(_) => "rm",
             Verb::Exec(_) => "exec",
+            Verb::PortForward(_) => "port-forward",
             Verb::Logs(_) => "logs",
             Verb::Images(_) => "images",
             Verb::Pull(_) => "pull",
@@ -155,6 +160,7 @@ async fn dispatch(opts: &ConnectOpts, verb: &Verb) -> Result<u8, CliError> {
             // Exit codes outside 0..=255 (a signal as negative) still mean failure.
             return Ok(u8::try_from(code).unwrap_or(1));
         }
+        Verb::PortForward(a) => portforward::port_forward(&c, a).await?,
         Verb::Logs(a) => logs::logs(&c, a).await?,
         Verb::Images(a) => images::images(&c, a).await?,
         Verb::Pull(a) => images::pull(&c, a).await?,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What a failed CreateContainer must undo, newest last.
+#[derive(Debug, Clone, Copy)]
 enum Undo {
     Record,
     Rootfs,
@@ -119,32 +120,51 @@ impl Context {
             }
             Err(e) => {
                 tracing::warn!(container = %id, error = %e, "CreateContainer failed; rolling back");
-                self.undo_create(&id, undo).await;
+                self.undo_create(&id, undo, &e).await;
                 Err(e)
             }
         }
     }
 
-    async fn undo_create(&self, id: &str, undo: Vec<Undo>) {
-        let mut failed = false;
-        for step in undo.into_iter().rev() {
-            let result = match step {
-                Undo::Container => self.kill_now(id).await,
-                Undo::Rootfs => self.remove_container_rootfs(id).await,
-                Undo::Record => {
-                    if failed {
-                        // Keep the record (CONTAINER_UNKNOWN) so RemoveContainer can retry.
-                        continue;
-                    }
-                    self.remove_monitor_dir(id).await;
-                    self.containers
-                        .delete(id)
-                        .map_err(|e| CriError::internal("removing container record", e))
-                }
-            };
-            if let Err(e) = result {
-                failed = true;
-                tracing::error!(container = %id, error = %e, "CreateContainer rollback step failed");
+    /// Undo a failed create, newest step first, stopping at the first step that fails: a
+    /// container that could not be killed still runs on its rootfs, so removing that (or the
+    /// record) would leave a live process nothing knows about. The record is then kept in
+    /// Creating (CONTAINER_UNKNOWN) with the reason, and StopContainer/RemoveContainer
+    /// finish the cleanup later.
+    async fn undo_create(&self, id: &str, undo: Vec<Undo>, cause: &CriError) {
+        let outcome =
+            crate::sandbox::rollback::undo_until_failure(undo.into_iter().rev(), |step| {
+                self.undo_create_step(id, step)
+            })
+            .await;
+        let Err((step, error)) = outcome else {
+            return;
+        };
+        tracing::error!(
+            container = %id, ?step, %error,
+            "CreateContainer rollback step failed; rollback stopped, container kept as unknown"
+        );
+        let message = format!(
+            "CreateContainer failed ({cause}) and its cleanup stopped at {step:?}: {error}; \
+             RemoveContainer finishes it"
+        );
+        if let Err(e) = self.containers.update(id, |r| {
+            r.reason = super::status::REASON_UNKNOWN.into();
+            r.message = message;
+        }) {
+            tracing::error!(container = %id, error = %e, "recording the failed rollback");
+        }
+    }
+
+    async fn undo_create_step(&self, id: &str, step: Undo) -> CriResult<()> {
+        match step {
+            Undo::Container => self.kill_now(id).await,
+            Undo::Rootfs => self.remove_container_rootfs(id).await,
+            Undo::Record => {
+                self.remove_monitor_dir(id).await;
+                self.containers
+                    .delete(id)
+                    .map_err(|e| CriError::internal("removing container record", e))
             }
         }
     }
@@ -204,6 +224,10 @@ impl Context {
             .go()
             .await
             .map_err(|e| CriError::internal("creating the container", e))?;
+        // The container process exists; the record does not say so yet.
+        crate::util::failpoint("create-container:created")
+            .await
+            .map_err(CriError::Internal)?;
         // The first record's fsync ran alongside; it precedes any later version.
         crate::context::wait_synced(record_synced).await?;
         self.containers
@@ -343,12 +367,8 @@ impl Context {
     }
 }
 
-pub(crate) fn spec_error(e: crate::oci::SpecError) -> CriError {
-    match e.grpc_code() {
-        tonic::Code::Unimplemented => CriError::Unimplemented(e.to_string()),
-        tonic::Code::FailedPrecondition => CriError::FailedPrecondition(e.to_string()),
-        _ => CriError::InvalidArgument(e.to_string()),
-    }
+fn spec_error(e: crate::oci::SpecError) -> CriError {
+    CriError::spec("", e)
 }
 
 /// A container's cgroup sits beside the sandbox's, under the pod's cgroup parent.

@@ -37,8 +37,10 @@ impl Context {
         });
     }
 
-    /// Watch every live container for its exit until the daemon stops (see `watch`).
+    /// Watch every live container and Ready sandbox for its exit until the daemon stops (see
+    /// `watch`).
     pub fn spawn_exit_watcher(self: &Arc<Self>) {
         self.watch_all_containers();
+        self.watch_all_sandboxes();
     }
 }

@@ -126,6 +126,8 @@ impl Context {
         Ok(crate::streaming::PortForwardPlan {
             pod_sandbox_id: record.id,
             netns,
+            // Checked above to be 1..=65535.
+            ports: req.port.iter().map(|p| *p as u16).collect(),
         })
     }
 }

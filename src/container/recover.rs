@@ -18,9 +18,11 @@ impl Context {
                 ContainerState::Created | ContainerState::Running
             ) {
                 self.recover_live_container(record).await
+            } else if record.state == ContainerState::Creating {
+                // An interrupted CreateContainer, reported as CONTAINER_UNKNOWN until kubelet
+                // removes it (Remove cleans whatever it had made).
+                self.recover_interrupted_create(record).await
             } else {
-                // Creating: an interrupted CreateContainer, reported as CONTAINER_UNKNOWN until
-                // kubelet removes it (Remove cleans whatever it had made).
                 record
             };
             let state = record.state.as_str();
@@ -29,6 +31,29 @@ impl Context {
         }
         let total: usize = counts.values().sum();
         tracing::info!(total, by_state = ?counts, "recovered containers");
+    }
+
+    /// A create cut off by a daemon crash may have got as far as a live container process
+    /// (created, never started), not yet written to the record: show its pid, as status must
+    /// show what exists. The state stays unknown, since the create never finished.
+    async fn recover_interrupted_create(&self, record: ContainerRecord) -> ContainerRecord {
+        let state = match MonitorClient::new(&self.monitor_dir(&record.id))
+            .state()
+            .await
+        {
+            Ok(state) if !state.is_exited() && state.pid > 0 => state,
+            _ => return record,
+        };
+        tracing::info!(container = %record.id, pid = state.pid, "CreateContainer was interrupted; its process is alive");
+        self.containers
+            .update(&record.id, |r| {
+                r.init_pid = Some(state.pid);
+                r.reason = REASON_UNKNOWN.into();
+                r.message = "CreateContainer was interrupted by a daemon restart; \
+                             RemoveContainer removes what it made"
+                    .into();
+            })
+            .unwrap_or(record)
     }
 
     /// A container that was created or running when the daemon stopped: its exit record if it
@@ -44,16 +69,11 @@ impl Context {
         {
             Ok(_) => record,
             Err(MonitorError::Gone { .. }) => {
-                // The monitor died without an exit record: the exit code is lost.
+                // The monitor died without an exit record while the daemon was down: as the
+                // live watch does, kill what is left and mark it Exited (MonitorDied).
                 tracing::warn!(container = %record.id, "monitor gone without an exit record");
-                let updated = self.containers.update(&record.id, |r| {
-                    r.state = ContainerState::Exited;
-                    r.exit_code = 255;
-                    r.reason = REASON_UNKNOWN.into();
-                    r.message = "the container's monitor is gone".into();
-                    r.finished_at = crate::util::now_nanos();
-                });
-                updated.unwrap_or(record)
+                self.monitor_exited(&record.id).await;
+                self.containers.get(&record.id).unwrap_or(record)
             }
             Err(e) => {
                 tracing::warn!(container = %record.id, error = %e, "monitor did not answer");

@@ -52,8 +52,10 @@ impl Context {
         if self.refresh_container(record).state != ContainerState::Exited {
             self.kill_now(id).await?;
         }
-        self.ensure_container_deleted(id, &cgroups_path).await?;
+        // The writable layer first: its processes are dead now, and on a disk the container
+        // filled, freeing its space is what lets the deletes below write what they need.
         self.remove_container_rootfs(id).await?;
+        self.ensure_container_deleted(id, &cgroups_path).await?;
         self.remove_monitor_dir(id).await;
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         self.containers

@@ -1,4 +1,5 @@
-//! Exits pushed, not polled: every live container's monitor is watched through a pidfd.
+//! Exits pushed, not polled: every live container's monitor, and every Ready sandbox's pause
+//! monitor, is watched through a pidfd.
 //!
 //! A monitor writes the container's exit record and then exits, so its pidfd turning readable
 //! is the moment the container's exit can be recorded; a monitor that exits without a record
@@ -10,27 +11,17 @@
 
 use super::status::REASON_MONITOR_GONE;
 use crate::context::Context;
+use crate::monitor::pidfd_open;
 use crate::monitor::{MonitorClient, MonitorError};
-use crate::store::{ContainerState, UpdateError};
+use crate::store::{ContainerState, SandboxState, UpdateError};
 use k8s_cri::v1::ContainerEventType;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 const FALLBACK_POLL: Duration = Duration::from_millis(500);
-
-/// A pidfd of `pid` (Linux 5.3+): readable once the process has exited.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the descriptor was just created and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
 
 /// How the watch of one monitor began.
 enum Watch {
@@ -81,7 +72,72 @@ impl Context {
     pub fn watch_container(self: &Arc<Self>, id: &str) {
         let ctx = Arc::downgrade(self);
         let id = id.to_string();
-        tokio::spawn(async move { watch(ctx, id).await });
+        tokio::spawn(async move { watch(ctx, id, Kind::Container).await });
+    }
+
+    /// Watch a Ready sandbox's pause monitor: its end makes the sandbox NotReady at once.
+    pub fn watch_sandbox(self: &Arc<Self>, id: &str) {
+        let ctx = Arc::downgrade(self);
+        let id = id.to_string();
+        tokio::spawn(async move { watch(ctx, id, Kind::Sandbox).await });
+    }
+
+    /// Watch every Ready sandbox (at start-up, after recovery).
+    pub fn watch_all_sandboxes(self: &Arc<Self>) {
+        for record in self.sandboxes.list() {
+            if record.state == SandboxState::Ready {
+                self.watch_sandbox(&record.id);
+            }
+        }
+    }
+
+    /// A sandbox's pause monitor has exited: with an exit record the pause ended; without one
+    /// the monitor was killed, and what is left of the pause is killed and cleaned up as for a
+    /// container (a pod whose pause nobody watches cannot be trusted to be Ready). Either way
+    /// the sandbox is NotReady now, so kubelet recreates it. Returns whether it is settled.
+    pub(crate) async fn sandbox_monitor_exited(&self, id: &str) -> bool {
+        let ready = |ctx: &Self| {
+            ctx.sandboxes
+                .get(id)
+                .is_some_and(|r| r.state == SandboxState::Ready)
+        };
+        if !ready(self) {
+            return true;
+        }
+        let _op = self.locks.lock(id).await;
+        // A Stop or Remove may have settled it while we waited for the lock.
+        if !ready(self) {
+            return true;
+        }
+        match MonitorClient::new(&self.monitor_dir(id)).state().await {
+            Ok(state) if !state.is_exited() => return false,
+            Ok(_) => {}
+            Err(MonitorError::Gone { .. }) => {
+                tracing::warn!(sandbox = %id, "pause monitor died without an exit record");
+                if let Err(e) = self.kill_now(id).await {
+                    tracing::error!(sandbox = %id, error = %e, "cleaning up after a dead pause monitor");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "pause monitor state");
+                return false;
+            }
+        }
+        let marked = self.sandboxes.try_update(id, |r| {
+            if r.state != SandboxState::Ready {
+                return Err(());
+            }
+            r.state = SandboxState::NotReady;
+            Ok(())
+        });
+        match marked {
+            Ok(_) => tracing::warn!(sandbox = %id, "pause monitor exited; sandbox NotReady"),
+            Err(UpdateError::Refused(())) => {}
+            Err(UpdateError::Store(e)) => {
+                tracing::error!(sandbox = %id, error = %e, "marking a sandbox NotReady")
+            }
+        }
+        true
     }
 
     /// Watch every live container (at start-up, after recovery).
@@ -170,7 +226,38 @@ fn is_live(state: ContainerState) -> bool {
     matches!(state, ContainerState::Created | ContainerState::Running)
 }
 
-async fn watch(ctx: Weak<Context>, id: String) {
+/// What a watched monitor runs: an app container or a sandbox's pause.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Container,
+    Sandbox,
+}
+
+impl Kind {
+    /// The monitor has exited (or looks gone): settle the object; true once it is settled.
+    async fn exited(self, ctx: &Context, id: &str) -> bool {
+        match self {
+            Kind::Container => ctx.monitor_exited(id).await,
+            Kind::Sandbox => ctx.sandbox_monitor_exited(id).await,
+        }
+    }
+
+    /// Whether the object is still one whose monitor must be watched.
+    fn still_live(self, ctx: &Context, id: &str) -> bool {
+        match self {
+            Kind::Container => ctx
+                .containers
+                .get(id)
+                .is_some_and(|r| is_live(ctx.refresh_container(r).state)),
+            Kind::Sandbox => ctx
+                .sandboxes
+                .get(id)
+                .is_some_and(|r| ctx.refreshed(r).state == SandboxState::Ready),
+        }
+    }
+}
+
+async fn watch(ctx: Weak<Context>, id: String, kind: Kind) {
     let client = {
         let Some(ctx) = ctx.upgrade() else { return };
         MonitorClient::new(&ctx.monitor_dir(&id))
@@ -180,26 +267,23 @@ async fn watch(ctx: Weak<Context>, id: String) {
             // Readable (POLLIN) once the process has exited; nothing else wakes it.
             let _ = fd.readable().await;
             if let Some(ctx) = ctx.upgrade() {
-                ctx.monitor_exited(&id).await;
+                kind.exited(&ctx, &id).await;
             }
         }
         Watch::Over => {
             if let Some(ctx) = ctx.upgrade() {
-                ctx.monitor_exited(&id).await;
+                kind.exited(&ctx, &id).await;
             }
         }
         Watch::Poll => loop {
             tokio::time::sleep(FALLBACK_POLL).await;
             let Some(ctx) = ctx.upgrade() else { return };
-            let Some(record) = ctx.containers.get(&id) else {
-                return;
-            };
-            if !is_live(ctx.refresh_container(record).state) {
+            if !kind.still_live(&ctx, &id) {
                 return;
             }
             // A killed monitor leaves its pid file and socket behind: ask it.
             if matches!(client.state().await, Err(MonitorError::Gone { .. }))
-                && ctx.monitor_exited(&id).await
+                && kind.exited(&ctx, &id).await
             {
                 return;
             }

@@ -19,8 +19,24 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `--delete-only` run may take.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Poll interval of [`MonitorClient::wait_exited`].
-const WAIT_INTERVAL: Duration = Duration::from_millis(20);
+/// How often [`MonitorClient::wait_exited`] looks at the exit record besides waiting on the
+/// monitor's pidfd (a stale pid file can name a reused pid, whose pidfd would never fire), or
+/// instead of it where no pidfd can be had.
+const WAIT_RECHECK: Duration = Duration::from_millis(500);
+/// The poll interval when the monitor's pid is unknown.
+const WAIT_POLL: Duration = Duration::from_millis(20);
+
+/// A pidfd of `pid` (Linux 5.3+): readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
@@ -532,8 +548,23 @@ impl MonitorClient {
     }
 
     /// Waits up to `timeout` for the exit record; `None` if the container still runs then.
+    /// The monitor writes the record and then exits, so this sleeps on the monitor's pidfd
+    /// and wakes the moment it exits (no pid or pidfd: a short poll instead).
     pub async fn wait_exited(&self, timeout: Duration) -> Result<Option<ExitInfo>, MonitorError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let pidfd = self
+            .monitor_pid()
+            .and_then(|pid| pidfd_open(pid).ok())
+            .and_then(|fd| {
+                // SAFETY: the AsyncFd owns the OwnedFd, which stays open until it is dropped.
+                unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        fd,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .ok()
+            });
         loop {
             if let Some(e) = self.read_exit() {
                 return Ok(Some(e));
@@ -547,10 +578,25 @@ impl MonitorClient {
                         dir: self.dir.clone(),
                     });
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(WAIT_INTERVAL).await;
+            match &pidfd {
+                Some(fd) => {
+                    let nap = (deadline - now).min(WAIT_RECHECK);
+                    if let Ok(Ok(_)) = tokio::time::timeout(nap, fd.readable()).await {
+                        // The monitor has exited: the record is there, or never will be.
+                        return self
+                            .read_exit()
+                            .map(Some)
+                            .ok_or_else(|| MonitorError::Gone {
+                                dir: self.dir.clone(),
+                            });
+                    }
+                }
+                None => tokio::time::sleep(WAIT_POLL).await,
+            }
         }
     }
 

@@ -105,6 +105,23 @@ fn failed(reason: impl Into<String>) -> ExecReport {
     }
 }
 
+/// A command that could not be started because it is missing (127) or not executable (126):
+/// reported as a shell reports it, the exit code plus the reason where the client sees it
+/// (stderr; with a tty, whose output is our stdout, there).
+fn not_started(exit_code: i32, msg: &str, tty: bool) -> ExecReport {
+    let line = format!("crius: exec failed: {msg}\n");
+    let _ = if tty {
+        std::io::stdout().write_all(line.as_bytes())
+    } else {
+        std::io::stderr().write_all(line.as_bytes())
+    };
+    ExecReport::Exited {
+        exit_code,
+        signal: None,
+        killed: false,
+    }
+}
+
 fn execute(
     id: &str,
     runtime_root: &Path,
@@ -172,6 +189,8 @@ fn execute(
     let pid = match runtime::exec(id, runtime_root, &process_path, stdio) {
         Ok(pid) => Pid::from_raw(pid),
         Err(ExecError::NotRunning(reason)) => return ExecReport::NotRunning { reason },
+        Err(ExecError::NotFound(msg)) => return not_started(127, &msg, tty),
+        Err(ExecError::NotExecutable(msg)) => return not_started(126, &msg, tty),
         Err(ExecError::Failed(reason)) => return failed(reason),
     };
     drop(memfd);

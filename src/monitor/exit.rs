@@ -43,10 +43,36 @@ pub fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(i32, Option<i32>
     }
 }
 
-/// Writes the record crash-safely (temp file, fsync, rename).
-pub fn write(path: &Path, info: &ExitInfo) -> std::io::Result<()> {
+/// Room reserved for the record: a few hundred bytes, plus a cleanup error message.
+const RESERVE_SLACK: usize = 3072;
+
+/// Takes the space the exit record will need (see [`write`]), at `reserve`.
+pub fn reserve(reserve: &Path) -> std::io::Result<()> {
+    crate::util::replace_file(reserve, &crate::util::padded(b"{}", RESERVE_SLACK))
+}
+
+/// Writes the record crash-safely: into the space taken by [`reserve`] (fsync, rename), so a
+/// full disk cannot keep the exit from being recorded; without a reserve, through a new temp
+/// file.
+pub fn write(path: &Path, reserve: &Path, info: &ExitInfo) -> std::io::Result<()> {
     let data = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
-    crate::util::atomic_write(path, &data)
+    match crate::util::overwrite_in_place(reserve, &data, true) {
+        Ok(()) => {
+            std::fs::rename(reserve, path)?;
+            if let Some(dir) = path.parent()
+                && let Ok(d) = std::fs::File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %reserve.display(), error = %e, "exit record reserve unusable");
+            }
+            crate::util::atomic_write(path, &data)
+        }
+    }
 }
 
 /// Reads the record; `None` if it does not exist (yet) or cannot be parsed.

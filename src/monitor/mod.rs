@@ -68,7 +68,7 @@ pub mod proto {
 
 pub use client::{
     ContainerState, ContainerStatus, MonitorClient, MonitorConfig, MonitorError, PendingCreate,
-    cleanup_orphan, prepare_create, spawn_create,
+    cleanup_orphan, pidfd_open, prepare_create, spawn_create,
 };
 pub use cri_log::MAX_LINE as MAX_LOG_LINE;
 pub use exec_client::{

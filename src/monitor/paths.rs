@@ -11,6 +11,9 @@ pub const SOCKET: &str = "monitor.sock";
 pub const PID_FILE: &str = "monitor.pid";
 /// The container's exit record, written atomically after the container is reaped and deleted.
 pub const EXIT_FILE: &str = "exit.json";
+/// Space for the exit record, taken when the monitor starts: the record is written into it and
+/// renamed to [`EXIT_FILE`], so the exit is recorded even once the disk is full.
+pub const EXIT_RESERVE: &str = "exit.json.reserve";
 /// The bundle libcontainer reads when the daemon set up the container's cgroup itself: the
 /// spec without `resources` (see `own_cgroup`).
 pub const BUNDLE_DIR: &str = "bundle";

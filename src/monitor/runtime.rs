@@ -116,7 +116,38 @@ pub fn delete(id: &str, runtime_root: &Path) -> Result<(), String> {
 pub enum ExecError {
     /// The container is not running (never started, exited, or deleted).
     NotRunning(String),
+    /// The command is not there (shell convention: exit code 127).
+    NotFound(String),
+    /// The command is there but cannot be executed (exit code 126).
+    NotExecutable(String),
     Failed(String),
+}
+
+/// Markers our executor's validation puts in front of its message. The message crosses
+/// libcontainer's init channel as text only, so this is how the kind survives the trip.
+const NOT_FOUND_MARK: &str = "[exec:not-found] ";
+const NOT_EXECUTABLE_MARK: &str = "[exec:not-executable] ";
+
+impl ExecError {
+    /// Sorts a failed build by the marker our validation left in the message.
+    fn from_build(text: String) -> ExecError {
+        let strip = |mark: &str| {
+            text.split_once(mark).map(|(_, rest)| {
+                rest.split(['"', ':'])
+                    .next()
+                    .unwrap_or(rest)
+                    .trim()
+                    .to_owned()
+            })
+        };
+        if let Some(msg) = strip(NOT_FOUND_MARK) {
+            ExecError::NotFound(msg)
+        } else if let Some(msg) = strip(NOT_EXECUTABLE_MARK) {
+            ExecError::NotExecutable(msg)
+        } else {
+            ExecError::Failed(text)
+        }
+    }
 }
 
 /// Starts `process` (a process.json, usually `/proc/self/fd/N`) inside the running container
@@ -149,7 +180,7 @@ pub fn exec(
             LibcontainerError::IncorrectStatus(status) => {
                 ExecError::NotRunning(format!("container {id} is {status:?}, not running"))
             }
-            other => ExecError::Failed(describe(&other)),
+            other => ExecError::from_build(describe(&other)),
         })
 }
 
@@ -194,13 +225,41 @@ impl libcontainer::workload::Executor for SeccompExecutor {
                 ExecutorError::Other(format!("loading the container's seccomp profile: {e:?}"))
             })?;
         }
-        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+        let err = match (libcontainer::workload::default::DefaultExecutor {}).exec(spec) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // execve failed after validation passed (a script whose interpreter is missing, a
+        // binary for another architecture, a race with the file): end as a shell would,
+        // with the reason on stderr, instead of libcontainer's generic failure.
+        // The errno is only in the message (libcontainer formats it there).
+        let text = format!("{err:?}");
+        let code = if text.contains("ENOENT") || text.contains("ENOTDIR") {
+            127
+        } else {
+            126
+        };
+        eprintln!("crius: exec failed: {text}");
+        // SAFETY: _exit ends this (forked, single-threaded) process without running anything
+        // of the parent's.
+        unsafe { libc::_exit(code) }
     }
 
     fn validate(
         &self,
         spec: &oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
-        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+        use libcontainer::workload::ExecutorValidationError as E;
+        match (libcontainer::workload::default::DefaultExecutor {}).validate(spec) {
+            Err(E::ArgValidationError(msg)) if msg.contains("not found in $PATH") => {
+                Err(E::ArgValidationError(format!("{NOT_FOUND_MARK}{msg}")))
+            }
+            Err(E::ArgValidationError(msg))
+                if msg.contains("does not have correct permissions") =>
+            {
+                Err(E::ArgValidationError(format!("{NOT_EXECUTABLE_MARK}{msg}")))
+            }
+            other => other,
+        }
     }
 }

@@ -108,10 +108,18 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
         let _ = std::fs::remove_file(&socket);
         return Err(io_err("remove stale", &exit_file)(e));
     }
+    let reserve = cfg.dir.join(paths::EXIT_RESERVE);
     let undo_files = || {
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(&reserve);
     };
+    // Taken now or never: a container whose exit could not be recorded would be reported as
+    // lost (MonitorDied) instead of with its exit code.
+    if let Err(e) = exit::reserve(&reserve) {
+        undo_files();
+        return Err(io_err("reserve space for the exit record at", &reserve)(e));
+    }
     if let Err(e) = crate::util::replace_file(&pid_file, std::process::id().to_string().as_bytes())
     {
         undo_files();
@@ -450,7 +458,7 @@ impl Monitor {
         };
         info.cleanup_error = cleanup_error;
         let path = self.dir.join(paths::EXIT_FILE);
-        let code = match exit::write(&path, &info) {
+        let code = match exit::write(&path, &self.dir.join(paths::EXIT_RESERVE), &info) {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot write the exit record");

@@ -40,7 +40,15 @@ fn exit_record_round_trips() {
         oom_killed: true,
         cleanup_error: None,
     };
-    exit::write(&path, &info).unwrap();
+    let reserve = dir.path().join(paths::EXIT_RESERVE);
+    // Without a reserve the record is written through a temp file.
+    exit::write(&path, &reserve, &info).unwrap();
+    assert_eq!(exit::read(&path), Some(info.clone()));
+    // With one, the reserve becomes the record (blank-padded, still valid JSON).
+    std::fs::remove_file(&path).unwrap();
+    exit::reserve(&reserve).unwrap();
+    exit::write(&path, &reserve, &info).unwrap();
+    assert!(!reserve.exists(), "the reserve is renamed to the record");
     assert_eq!(exit::read(&path), Some(info));
     // Records written before the field existed read as "not OOM killed".
     let old = r#"{"version":1,"pid":1,"exit_code":0,"signal":null,"created_at":1,"started_at":2,"finished_at":3}"#;

@@ -172,3 +172,44 @@ fn lo_up(path: &Path) -> Result<(), NetworkError> {
     }
     Ok(())
 }
+
+/// The global addresses of `ifname` inside the pinned namespace at `path` (IPv4 first, as
+/// the kernel lists them): what a pod really holds when the CNI result that would say so was
+/// never received (a daemon killed during ADD). Read on a thread of its own, which joins the
+/// namespace and exits afterwards.
+pub fn addresses(path: &Path, ifname: &str) -> Result<Vec<std::net::IpAddr>, NetworkError> {
+    let ns = std::fs::File::open(path).map_err(|e| NetworkError::netns(path, "open", e))?;
+    let (owned, ifname) = (path.to_path_buf(), ifname.to_string());
+    let found = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = found.clone();
+    on_own_thread(path, "netns-addrs", move || {
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetworkError::netns(&owned, "setns", e))?;
+        let addrs =
+            nix::ifaddrs::getifaddrs().map_err(|e| NetworkError::netns(&owned, "getifaddrs", e))?;
+        let mut ips = Vec::new();
+        for a in addrs.filter(|a| a.interface_name == ifname) {
+            let Some(addr) = a.address else { continue };
+            let ip = if let Some(v4) = addr.as_sockaddr_in() {
+                std::net::IpAddr::V4(v4.ip())
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                std::net::IpAddr::V6(v6.ip())
+            } else {
+                continue;
+            };
+            // Link-local addresses are the kernel's, not the network's.
+            let link_local = match ip {
+                std::net::IpAddr::V4(v4) => v4.is_link_local(),
+                std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+            };
+            if !link_local {
+                ips.push(ip);
+            }
+        }
+        *out.lock().unwrap_or_else(|p| p.into_inner()) = ips;
+        Ok(())
+    })?;
+    let mut ips = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    Ok(ips)
+}

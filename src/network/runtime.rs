@@ -179,6 +179,43 @@ impl Cni {
         Ok(status)
     }
 
+    /// What a sandbox whose RunPodSandbox was cut off (daemon killed) holds of the network:
+    /// the cached ADD result if ADD finished, else the addresses its interface carries in the
+    /// namespace (a chain cut half way may have allocated and configured them). `None`
+    /// without a cache entry (ADD never began) or a live namespace.
+    pub async fn recovered_status(
+        &self,
+        id: &str,
+    ) -> Result<Option<PodNetworkStatus>, NetworkError> {
+        let Some(entry) = self.load(id).await? else {
+            return Ok(None);
+        };
+        if let Some(parsed) = entry.result.as_ref().and_then(|r| CniResult::parse(r).ok()) {
+            let (ip, additional_ips) = primary_and_rest(&parsed.sandbox_ips());
+            return Ok(Some(PodNetworkStatus {
+                ip,
+                additional_ips,
+                interface: parsed
+                    .sandbox_interface()
+                    .unwrap_or(&entry.ifname)
+                    .to_string(),
+                network_name: entry.network.name.clone(),
+            }));
+        }
+        if !netns::is_pinned(&entry.netns) {
+            return Ok(None);
+        }
+        let (path, ifname) = (entry.netns.clone(), entry.ifname.clone());
+        let ips = blocking(move || netns::addresses(&path, &ifname)).await?;
+        let (ip, additional_ips) = primary_and_rest(&ips);
+        Ok(Some(PodNetworkStatus {
+            ip,
+            additional_ips,
+            interface: entry.ifname.clone(),
+            network_name: entry.network.name.clone(),
+        }))
+    }
+
     /// Undo a failed ADD. The cache entry goes only if every DEL succeeded; otherwise it stays
     /// so that a later teardown (or the start-up sweep) can try again.
     async fn rollback(&self, id: &str, entry: &CacheEntry, prev: Option<&Value>, netns: &str) {

@@ -15,8 +15,12 @@ impl Context {
         for record in self.sandboxes.list() {
             let id = record.id.clone();
             let next = match record.state {
-                // Interrupted RunPodSandbox: left NotReady so Stop/Remove finish the cleanup.
-                SandboxState::Creating => SandboxState::NotReady,
+                // Interrupted RunPodSandbox: left NotReady so Stop/Remove finish the cleanup,
+                // with what it had made so far in the record (see `record_what_an_interrupted_run_made`).
+                SandboxState::Creating => {
+                    self.record_what_an_interrupted_run_made(&id).await;
+                    SandboxState::NotReady
+                }
                 SandboxState::NotReady => SandboxState::NotReady,
                 SandboxState::Ready => {
                     match MonitorClient::new(&self.monitor_dir(&id)).state().await {
@@ -39,5 +43,42 @@ impl Context {
             }
         }
         tracing::info!(ready, not_ready, "recovered pod sandboxes");
+    }
+
+    /// A RunPodSandbox cut off by a daemon crash may have got far: the pause runs, the netns
+    /// is pinned and CNI has handed out an address, none of it written to the record yet
+    /// (that happens only at Ready). Status must show what exists, so fill the record in from
+    /// the node: the monitor's pid and its container's, the pin, and the addresses.
+    async fn record_what_an_interrupted_run_made(&self, id: &str) {
+        let client = MonitorClient::new(&self.monitor_dir(id));
+        let (monitor_pid, init_pid) = match client.state().await {
+            Ok(state) if !state.is_exited() && state.pid > 0 => {
+                (client.monitor_pid(), Some(state.pid))
+            }
+            _ => (None, None),
+        };
+        let netns = self.netns_path(id);
+        let netns_path = crate::network::netns::is_pinned(&netns).then_some(netns);
+        let network = match self.cni.recovered_status(id).await {
+            Ok(network) => network,
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "reading an interrupted sandbox's network");
+                None
+            }
+        };
+        tracing::info!(
+            sandbox = %id, ?init_pid, ?monitor_pid, netns = ?netns_path,
+            ip = ?network.as_ref().and_then(|n| n.ip),
+            "RunPodSandbox was interrupted; recording what it made"
+        );
+        let updated = self.sandboxes.update(id, |r| {
+            r.monitor_pid = monitor_pid;
+            r.init_pid = init_pid;
+            r.netns_path = netns_path;
+            r.network = network;
+        });
+        if let Err(e) = updated {
+            tracing::error!(sandbox = %id, error = %e, "recording an interrupted sandbox");
+        }
     }
 }

@@ -44,44 +44,71 @@ impl Rollback {
         self.steps.iter().rev()
     }
 
-    /// Undo everything, newest first. If some step fails the record is kept as NotReady (not
-    /// deleted) so that kubelet's StopPodSandbox/RemovePodSandbox can retry the cleanup later;
-    /// losing the record would leak whatever could not be undone.
+    /// Undo everything, newest first, until a step fails. A failed step means something is
+    /// still there that the later steps depend on (a container that could not be killed
+    /// still uses its rootfs, netns and cgroup): undoing those anyway would pull them from
+    /// under a live process and lose the only record of what is left. So the rollback stops,
+    /// the record is kept as NotReady, and kubelet's StopPodSandbox/RemovePodSandbox finish
+    /// the cleanup later from the record.
     pub async fn run(self, ctx: &Context) {
-        let mut failed = false;
-        for step in self.steps.iter().rev() {
-            let result = match step {
-                Undo::DeleteRecord { id } => {
-                    if failed {
-                        if let Err(e) = ctx
-                            .sandboxes
-                            .update(id, |r| r.state = SandboxState::NotReady)
-                        {
-                            tracing::error!(sandbox = %id, error = %e, "rollback: marking record NotReady");
-                        }
-                        continue;
-                    }
-                    ctx.remove_monitor_dir(id).await;
-                    ctx.sandboxes.delete(id).map_err(|e| e.to_string())
-                }
-                Undo::RemoveRootfs { id } => ctx.remove_rootfs(id).await.map_err(|e| e.to_string()),
-                Undo::KillContainer { id } => ctx.kill_now(id).await.map_err(|e| e.to_string()),
-                Undo::Unpin { path } => {
-                    crate::network::netns::unpin(path).map_err(|e| e.to_string())
-                }
-                Undo::RemoveOwnCgroup { id } => {
-                    ctx.remove_own_cgroup(id).await.map_err(|e| e.to_string())
-                }
-                Undo::CniTeardown { id, netns } => ctx
-                    .cni
-                    .teardown(id, Some(netns))
-                    .await
-                    .map_err(|e| e.to_string()),
-            };
-            if let Err(error) = result {
-                failed = true;
-                tracing::error!(?step, %error, "rollback step failed; record kept for a later Stop/Remove");
+        let outcome = undo_until_failure(self.steps.iter().rev(), |step| ctx.undo(step)).await;
+        let Err((step, error)) = outcome else {
+            return;
+        };
+        let id = match self.steps.first() {
+            Some(Undo::DeleteRecord { id }) => id,
+            _ => return,
+        };
+        tracing::error!(
+            sandbox = %id, ?step, %error,
+            "rollback step failed; rollback stopped, sandbox kept NotReady for a later Stop/Remove"
+        );
+        if let Err(e) = ctx
+            .sandboxes
+            .update(id, |r| r.state = SandboxState::NotReady)
+        {
+            tracing::error!(sandbox = %id, error = %e, "rollback: marking record NotReady");
+        }
+    }
+}
+
+/// Runs `undo` on each step in turn and stops at the first that fails, returning it with its
+/// error: what comes after a failed undo step is not safe to undo (see [`Rollback::run`]).
+/// Shared by RunPodSandbox's and CreateContainer's rollbacks.
+pub(crate) async fn undo_until_failure<T, E, I, F, Fut>(steps: I, mut undo: F) -> Result<(), (T, E)>
+where
+    I: IntoIterator<Item = T>,
+    T: Clone,
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    for step in steps {
+        if let Err(e) = undo(step.clone()).await {
+            return Err((step, e));
+        }
+    }
+    Ok(())
+}
+
+impl Context {
+    /// One undo step of RunPodSandbox.
+    async fn undo(&self, step: &Undo) -> Result<(), String> {
+        match step {
+            Undo::DeleteRecord { id } => {
+                self.remove_monitor_dir(id).await;
+                self.sandboxes.delete(id).map_err(|e| e.to_string())
             }
+            Undo::RemoveRootfs { id } => self.remove_rootfs(id).await.map_err(|e| e.to_string()),
+            Undo::KillContainer { id } => self.kill_now(id).await.map_err(|e| e.to_string()),
+            Undo::Unpin { path } => crate::network::netns::unpin(path).map_err(|e| e.to_string()),
+            Undo::RemoveOwnCgroup { id } => {
+                self.remove_own_cgroup(id).await.map_err(|e| e.to_string())
+            }
+            Undo::CniTeardown { id, netns } => self
+                .cni
+                .teardown(id, Some(netns))
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -106,5 +133,34 @@ mod tests {
             ]
         );
         rb.commit();
+    }
+
+    /// A failing step stops the undo: nothing after it runs, and the failure names the step.
+    #[tokio::test]
+    async fn undo_stops_at_the_first_failure() {
+        let steps = ["kill", "rootfs", "record"];
+        let mut ran = Vec::new();
+        let outcome = undo_until_failure(steps, |step| {
+            ran.push(step);
+            async move {
+                if step == "kill" {
+                    Err("monitor did not answer")
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert_eq!(outcome, Err(("kill", "monitor did not answer")));
+        assert_eq!(ran, vec!["kill"], "steps after the failed one ran");
+
+        let mut ran = Vec::new();
+        let outcome: Result<(), (&str, &str)> = undo_until_failure(steps, |step| {
+            ran.push(step);
+            async { Ok(()) }
+        })
+        .await;
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(ran, steps.to_vec());
     }
 }

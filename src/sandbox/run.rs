@@ -59,9 +59,15 @@ impl Context {
             )));
         }
         let ctx = self.clone();
-        tokio::spawn(async move { ctx.run_pod_sandbox_inner(config, runtime_handler).await })
-            .await
-            .map_err(|e| CriError::Internal(format!("RunPodSandbox task: {e}")))?
+        tokio::spawn(async move {
+            let ran = ctx.run_pod_sandbox_inner(config, runtime_handler).await;
+            if let Ok(id) = &ran {
+                ctx.watch_sandbox(id);
+            }
+            ran
+        })
+        .await
+        .map_err(|e| CriError::Internal(format!("RunPodSandbox task: {e}")))?
     }
 
     async fn run_pod_sandbox_inner(
@@ -303,10 +309,7 @@ impl Context {
             seccomp_profile_root: &self.config.root.join("seccomp"),
             bounding_caps: crate::oci::host::own_bounding_set(),
         })
-        .map_err(|e| match e.grpc_code() {
-            tonic::Code::Unimplemented => CriError::Unimplemented(format!("sandbox spec: {e}")),
-            _ => CriError::InvalidArgument(format!("sandbox spec: {e}")),
-        })?;
+        .map_err(|e| CriError::spec("sandbox spec", e))?;
         let spec_json = serde_json::to_vec(&spec)
             .map_err(|e| CriError::Internal(format!("serializing sandbox spec: {e}")))?;
         // Not fsynced: after a crash the sandbox is torn down, never restarted from its bundle.

@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 const RECORD_FILE: &str = "record.json";
+/// Room kept in every record file beyond its content: more than a state change adds (an exit
+/// code, a reason, a message), so that those fit in place on a full disk.
+const RECORD_SLACK: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -201,7 +204,20 @@ impl<R: Record> RecordStore<R> {
             path: path.clone(),
             source,
         })?;
-        crate::util::replace_file(&path, &bytes).map_err(|source| StoreError::Io {
+        // Padded, so that the file keeps room for the next versions: when the disk is full
+        // (a container filled it) a Stop must still record an exit or a state, and the
+        // rename of a new file is then impossible, but a rewrite in place within the
+        // record's own pages is not (see `util::overwrite_in_place`).
+        let padded = crate::util::padded(&bytes, RECORD_SLACK);
+        match crate::util::replace_file(&path, &padded) {
+            Ok(()) => Ok(()),
+            Err(e) if crate::error::is_no_space(&e) && path.exists() => {
+                tracing::warn!(path = %path.display(), "disk full: rewriting the record in place");
+                crate::util::overwrite_in_place(&path, &bytes, false)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|source| StoreError::Io {
             action: "writing",
             path,
             source,
@@ -463,6 +479,68 @@ mod tests {
         store.update("a", |r| r.n = 3).unwrap();
         assert_eq!(store.get("a").unwrap().n, 3);
         assert_eq!(on_disk(&store, "a").n, 3);
+    }
+
+    /// On a full disk (a 64 KiB tmpfs filled up) a new file cannot be written, but an update
+    /// still lands, in place in the record's reserved room, and reads back after a reopen.
+    #[test]
+    fn updates_land_in_place_when_the_disk_is_full() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a tmpfs: run it as root"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = tmp.path().join("disk");
+        std::fs::create_dir(&disk).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &disk,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .unwrap();
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _unmount = Unmount(&disk);
+
+        let (store, _) = RecordStore::<Counter>::open(&disk.join("records")).unwrap();
+        store.create(counter("a")).unwrap();
+        // Fill the disk.
+        let mut fill = std::fs::File::create(disk.join("fill")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while std::io::Write::write_all(&mut fill, &chunk).is_ok() {}
+        drop(fill);
+        assert!(
+            crate::util::replace_file(&disk.join("probe"), &chunk).is_err(),
+            "the disk should be full"
+        );
+
+        let long_state = "exited: ".to_string() + &"x".repeat(600);
+        store
+            .update("a", |r| {
+                r.n = 7;
+                r.state = long_state.clone();
+            })
+            .expect("update on a full disk");
+        assert_eq!(on_disk(&store, "a").state, long_state);
+        let (reopened, orphans) = RecordStore::<Counter>::open(&disk.join("records")).unwrap();
+        assert!(orphans.is_empty(), "{orphans:?}");
+        assert_eq!(reopened.get("a").unwrap().n, 7);
+        let temps: Vec<_> = std::fs::read_dir(store.dir_of("a"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+            .collect();
+        assert!(temps.is_empty(), "temp files left: {temps:?}");
+        // More than the reserved room: refused, and the old version is intact.
+        let huge = "y".repeat(20_000);
+        assert!(store.update("a", |r| r.state = huge.clone()).is_err());
+        assert_eq!(on_disk(&store, "a").state, long_state);
     }
 
     #[test]

@@ -4,15 +4,18 @@
 //! A CRI call validates its target, stores what it validated under a random single-use
 //! token ([`token`]) and returns `http://ADDR:PORT/{exec,attach,portforward}/TOKEN`. The client
 //! (crictl, or kubelet proxying kubectl) then upgrades a request on that URL to SPDY/3.1
-//! ([`spdy`]) and opens one stream per channel: remotecommand ([`remotecommand`]) for exec
+//! ([`spdy`]) or WebSocket ([`ws`]), and uses one stream or numbered channel per channel
+//! ([`channel`] hides which): remotecommand ([`remotecommand`]) for exec
 //! and attach, portforward ([`portforward`]) for port forwarding. An unknown, used or expired
 //! token gets 404. Connections idle for `stream_idle_timeout` are closed.
 
+pub mod channel;
 pub mod http;
 pub mod portforward;
 pub mod remotecommand;
 pub mod spdy;
 pub mod token;
+pub mod ws;
 
 use crate::config::Config;
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +49,9 @@ pub struct PortForwardPlan {
     pub pod_sandbox_id: String,
     /// The pod's pinned network namespace; `None` for a host-network pod.
     pub netns: Option<PathBuf>,
+    /// The ports the PortForward call named (a WebSocket request without a `port` query
+    /// parameter forwards these).
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]

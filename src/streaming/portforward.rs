@@ -5,9 +5,15 @@
 //! server connects to that port on the pod's loopback, from inside the pod's network
 //! namespace, and copies bytes both ways on the data stream. A failure (say, connection
 //! refused) is written as text on that request's error stream; other requests carry on.
+//!
+//! Over WebSocket (kubelet's `portforward/websocket.go` framing) the ports come from the
+//! `port` (or `ports`) query parameter; port i gets data channel 2i and error channel 2i+1,
+//! and the server's first message on each is the port, 2 bytes little-endian. One
+//! connection forwards one TCP connection per port.
 
+use super::channel::Channel;
 use super::spdy::{self, Session, Stream};
-use super::{PortForwardPlan, http, negotiate, upgrade_spdy};
+use super::{PortForwardPlan, http, negotiate, upgrade_spdy, ws};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
@@ -17,6 +23,21 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 pub const PROTOCOLS: &[&str] = &["portforward.k8s.io"];
+/// What a WebSocket client may ask for (`Sec-WebSocket-Protocol`).
+pub const WS_PROTOCOLS: &[&str] = &[
+    TUNNEL_PROTOCOL,
+    "v4.portforward.k8s.io",
+    "portforward.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+/// SPDY tunnelled through WebSocket (client-go's port-forward over WebSocket).
+const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
+/// Most ports one WebSocket connection forwards (two channels each, below the v5 close
+/// signal's 255).
+const MAX_WS_PORTS: usize = 64;
 /// How long a TCP connect inside the pod may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the second stream of a pair may keep the first waiting.
@@ -30,6 +51,9 @@ pub async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if ws::is_upgrade(head) {
+        return serve_ws(io, head, plan, idle).await;
+    }
     if !upgrade_spdy(&mut io, head, negotiate(head, PROTOCOLS)).await {
         return;
     }
@@ -69,7 +93,7 @@ async fn run(mut session: Session, plan: PortForwardPlan) {
                 if pair.error.is_some() && pair.data.is_some()
                     && let Some(Pair { error: Some(e), data: Some(d), .. }) = pairs.remove(&key)
                 {
-                    forwards.spawn(forward(plan.clone(), e, d));
+                    forwards.spawn(forward_spdy(plan.clone(), e, d));
                 }
             }
             Some(_) = forwards.join_next(), if !forwards.is_empty() => {}
@@ -87,18 +111,112 @@ async fn run(mut session: Session, plan: PortForwardPlan) {
     }
 }
 
-async fn forward(plan: PortForwardPlan, error: Stream, mut data: Stream) {
-    let port = match data.header("port").map(str::parse::<u16>) {
-        Some(Ok(p)) if p > 0 => p,
+/// The ports a WebSocket request names: `?port=80&port=8080` (kubelet) or `ports=80,8080`.
+pub fn query_ports(path: &str) -> Result<Vec<u16>, String> {
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let mut ports = Vec::new();
+    for pair in query.split('&') {
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        if name != "port" && name != "ports" {
+            continue;
+        }
+        let value = value.replace("%2C", ",").replace("%2c", ",");
+        for p in value.split(',').filter(|p| !p.is_empty()) {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => ports.push(n),
+                _ => return Err(format!("invalid port {p:?}")),
+            }
+        }
+    }
+    Ok(ports)
+}
+
+async fn serve_ws<IO>(
+    mut io: IO,
+    head: &http::RequestHead,
+    plan: PortForwardPlan,
+    idle: Option<Duration>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if head
+        .header_values("sec-websocket-protocol")
+        .iter()
+        .any(|p| p == TUNNEL_PROTOCOL)
+    {
+        if ws::upgrade(&mut io, head, &[TUNNEL_PROTOCOL])
+            .await
+            .is_none()
+        {
+            return;
+        }
+        let pod = plan.pod_sandbox_id.clone();
+        let why = spdy::serve(ws::tunnel(io), idle, |session| run(session, plan)).await;
+        tracing::debug!(%pod, ?why, "port-forward SPDY-over-WebSocket connection closed");
+        return;
+    }
+    // The ports are checked before the upgrade, so a bad request gets a plain 400.
+    let ports = match query_ports(&head.path) {
+        // No ports in the URL: those of the PortForward call.
+        Ok(p) if p.is_empty() => plan.ports.clone(),
+        Ok(p) => p,
+        Err(msg) => {
+            let _ = http::respond_error(&mut io, 400, "Bad Request", &[], &msg).await;
+            return;
+        }
+    };
+    if ports.is_empty() || ports.len() > MAX_WS_PORTS {
+        let msg =
+            format!("between 1 and {MAX_WS_PORTS} ports must be specified (query parameter port)");
+        let _ = http::respond_error(&mut io, 400, "Bad Request", &[], &msg).await;
+        return;
+    }
+    let Some(protocol) = ws::upgrade(&mut io, head, WS_PROTOCOLS).await else {
+        return;
+    };
+    let opts = ws::Opts {
+        base64: protocol.contains("base64"),
+        close_signal: false,
+        readable: (0..ports.len()).map(|i| (2 * i) as u8).collect(),
+    };
+    let pod = plan.pod_sandbox_id.clone();
+    let why = ws::serve(io, idle, opts, |mut session| async move {
+        let mut forwards = JoinSet::new();
+        for (i, port) in ports.iter().copied().enumerate() {
+            let (d, e) = ((2 * i) as u8, (2 * i + 1) as u8);
+            let data = Channel::from_ws(session.take_reader(d), session.writer(d));
+            let error = Channel::from_ws(None, session.writer(e));
+            // Each channel's first message is its port (what client-go checks).
+            let _ = data.write(&port.to_le_bytes()).await;
+            let _ = error.write(&port.to_le_bytes()).await;
+            forwards.spawn(forward(plan.clone(), port, error, data));
+        }
+        while forwards.join_next().await.is_some() {}
+        drop(session);
+    })
+    .await;
+    tracing::debug!(%pod, %protocol, ?why, "port-forward WebSocket connection closed");
+}
+
+/// Checks the port header of a SPDY pair and forwards it.
+async fn forward_spdy(plan: PortForwardPlan, error: Stream, data: Stream) {
+    let header = data.header("port").map(str::to_owned);
+    let (error, data) = (Channel::from_spdy(error), Channel::from_spdy(data));
+    match header.as_deref().map(str::parse::<u16>) {
+        Some(Ok(p)) if p > 0 => forward(plan, p, error, data).await,
         other => {
-            let msg = format!("invalid port header {:?}", data.header("port"));
+            let msg = format!("invalid port header {header:?}");
             tracing::debug!(?other, "{msg}");
             let _ = error.write(msg.as_bytes()).await;
             let _ = error.close().await;
             let _ = data.close().await;
-            return;
         }
-    };
+    }
+}
+
+async fn forward(plan: PortForwardPlan, port: u16, error: Channel, mut data: Channel) {
     let conn = match connect(plan.netns.clone(), port).await {
         Ok(c) => c,
         Err(e) => {

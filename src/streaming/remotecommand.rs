@@ -1,28 +1,49 @@
-//! remotecommand over SPDY: the protocol behind `kubectl exec`/`crictl exec` (and attach).
+//! remotecommand: the protocol behind `kubectl exec`/`crictl exec` (and attach), over SPDY/3.1
+//! or WebSocket.
 //!
-//! After the upgrade the client opens one stream per channel, each named by its `streamType`
-//! header: `error`, `stdin`, `stdout`, `stderr` and (v3+, with a tty) `resize`. The server
-//! waits for all of them (as many as the request asked for), runs the command, relays the
-//! channels, and reports the end on the error stream: v4 as a JSON `metav1.Status`
-//! (`Success`, or `Failure`/`NonZeroExitCode` with an `ExitCode` cause), v1-v3 as the error
-//! text (nothing on success). Window sizes arrive on `resize` as JSON
-//! `{"Width":W,"Height":H}` objects, one after another.
+//! SPDY: after the upgrade the client opens one stream per channel, each named by its
+//! `streamType` header: `error`, `stdin`, `stdout`, `stderr` and (v3+, with a tty) `resize`.
+//! The server waits for all of them (as many as the request asked for).
+//!
+//! WebSocket: the channels are numbered (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize) and
+//! exist as soon as the upgrade is done; the server says so with an empty message on the
+//! lowest channel it writes (as kubelet's server does).
+//!
+//! Either way the server then runs the command, relays the channels, and reports the end on
+//! the error channel: v4+ as a JSON `metav1.Status` (`Success`, or `Failure`/`NonZeroExitCode`
+//! with an `ExitCode` cause), v1-v3 as the error text (nothing on success). Window sizes
+//! arrive on `resize` as JSON `{"Width":W,"Height":H}` objects, one after another.
 
-use super::spdy::{self, Session, Stream};
-use super::{http, negotiate, upgrade_spdy};
+pub use super::channel::{Channel, ChannelWriter};
+use super::spdy::{self, Session};
+use super::{http, negotiate, upgrade_spdy, ws};
 use crate::monitor::{ExecRequest, ExecStream, MonitorError};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-/// What the client may ask for, best first.
+/// What a SPDY client may ask for, best first.
 pub const PROTOCOLS: &[&str] = &[
     "v4.channel.k8s.io",
     "v3.channel.k8s.io",
     "v2.channel.k8s.io",
     "channel.k8s.io",
 ];
+/// What a WebSocket client may ask for (`Sec-WebSocket-Protocol`), best first.
+pub const WS_PROTOCOLS: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+/// WebSocket channel numbers.
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const ERROR: u8 = 3;
+pub const RESIZE: u8 = 4;
 /// How long the client may take to open its streams after the upgrade (kubelet's default).
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long output may still arrive after the process ended (a background child that kept
@@ -39,43 +60,116 @@ pub struct ExecPlan {
     pub tty: bool,
 }
 
-/// The channels the client opened.
+/// The channels the client opened (SPDY) or that the request implies (WebSocket).
 #[derive(Default)]
 pub struct Channels {
-    pub error: Option<Stream>,
-    pub stdin: Option<Stream>,
-    pub stdout: Option<Stream>,
-    pub stderr: Option<Stream>,
-    pub resize: Option<Stream>,
+    pub error: Option<Channel>,
+    pub stdin: Option<Channel>,
+    pub stdout: Option<Channel>,
+    pub stderr: Option<Channel>,
+    pub resize: Option<Channel>,
 }
 
-/// The negotiated protocol version (1 to 4).
+/// The negotiated protocol version (1 to 5), SPDY or WebSocket name.
 fn version_of(protocol: Option<&str>) -> u8 {
     match protocol {
-        Some("v4.channel.k8s.io") => 4,
+        Some("v5.channel.k8s.io") => 5,
+        Some("v4.channel.k8s.io" | "v4.base64.channel.k8s.io") => 4,
         Some("v3.channel.k8s.io") => 3,
         Some("v2.channel.k8s.io") => 2,
         _ => 1,
     }
 }
 
+/// Upgrades `io` (SPDY/3.1 or WebSocket, as the request asks), sets up the channels `want`
+/// names (stdin, stdout, stderr, tty) and runs `handler` on them with the negotiated
+/// protocol version (1 to 5). Returns once the handler is done or the client is gone (the
+/// handler is dropped then).
+pub async fn serve_channels<IO, F, Fut>(
+    mut io: IO,
+    head: &http::RequestHead,
+    want: (bool, bool, bool, bool),
+    idle: Option<Duration>,
+    handler: F,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(Channels, u8) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if ws::is_upgrade(head) {
+        let Some(protocol) = ws::upgrade(&mut io, head, WS_PROTOCOLS).await else {
+            return;
+        };
+        let version = version_of(Some(&protocol));
+        let (stdin, stdout, stderr, tty) = want;
+        let mut readable = Vec::new();
+        if stdin {
+            readable.push(STDIN);
+        }
+        if tty {
+            readable.push(RESIZE);
+        }
+        let opts = ws::Opts {
+            base64: protocol.contains("base64"),
+            close_signal: version >= 5,
+            readable,
+        };
+        let why = ws::serve(io, idle, opts, |mut session| async move {
+            let mut reader = |ch: u8| Channel::from_ws(session.take_reader(ch), session.writer(ch));
+            let ch = Channels {
+                error: Some(reader(ERROR)),
+                stdin: stdin.then(|| reader(STDIN)),
+                stdout: stdout.then(|| reader(STDOUT)),
+                stderr: stderr.then(|| reader(STDERR)),
+                resize: tty.then(|| reader(RESIZE)),
+            };
+            // The client learns the channels are there from an empty message on the lowest
+            // one the server writes.
+            let first = ch
+                .stdout
+                .as_ref()
+                .or(ch.stderr.as_ref())
+                .or(ch.error.as_ref());
+            if let Some(c) = first {
+                let _ = c.write(&[]).await;
+            }
+            handler(ch, version).await;
+            drop(session);
+        })
+        .await;
+        tracing::debug!(%protocol, ?why, "remotecommand WebSocket connection closed");
+        return;
+    }
+    let protocol = negotiate(head, PROTOCOLS);
+    let version = version_of(protocol.clone().ok().flatten());
+    if !upgrade_spdy(&mut io, head, protocol).await {
+        return;
+    }
+    let why = spdy::serve(io, idle, |mut session| async move {
+        if let Some(ch) = wait_streams(&mut session, want, version).await {
+            handler(ch, version).await;
+        }
+    })
+    .await;
+    tracing::debug!(?why, "remotecommand SPDY connection closed");
+}
+
 /// Upgrades `io` and serves one exec on it.
 pub async fn serve_exec<IO>(
-    mut io: IO,
+    io: IO,
     head: &http::RequestHead,
     plan: ExecPlan,
     idle: Option<Duration>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let protocol = negotiate(head, PROTOCOLS);
-    let version = version_of(protocol.clone().ok().flatten());
-    if !upgrade_spdy(&mut io, head, protocol).await {
-        return;
-    }
     let id = plan.request.id.clone();
-    let why = spdy::serve(io, idle, |session| run_exec(session, plan, version)).await;
-    tracing::debug!(container = %id, ?why, "exec stream connection closed");
+    let want = (plan.stdin, plan.stdout, plan.stderr, plan.tty);
+    let span = tracing::info_span!("exec", container = %id, tty = plan.tty);
+    let run = serve_channels(io, head, want, idle, |ch, version| {
+        run_exec(ch, plan, version)
+    });
+    tracing::Instrument::instrument(run, span).await;
 }
 
 /// Waits until the client opened the streams it was expected to (kubelet counts them: one
@@ -118,17 +212,13 @@ pub async fn wait_streams(
                 continue;
             }
         };
-        *slot = Some(s);
+        *slot = Some(Channel::from_spdy(s));
         got += 1;
     }
     Some(ch)
 }
 
-async fn run_exec(mut session: Session, plan: ExecPlan, version: u8) {
-    let want = (plan.stdin, plan.stdout, plan.stderr, plan.tty);
-    let Some(mut ch) = wait_streams(&mut session, want, version).await else {
-        return;
-    };
+async fn run_exec(mut ch: Channels, plan: ExecPlan, version: u8) {
     let mut proc = match crate::monitor::exec_stream(&plan.request, ch.stdin.is_some()).await {
         Ok(p) => p,
         Err(e) => {
@@ -242,7 +332,7 @@ pub fn status_body(version: u8, result: &Result<i32, MonitorError>) -> Option<Ve
 /// without a stream, at most 4 KiB, for the log.
 async fn pump_out(
     from: Option<impl AsyncRead + Unpin>,
-    to: Option<&Stream>,
+    to: Option<&Channel>,
     mut done: watch::Receiver<bool>,
 ) -> Vec<u8> {
     let mut dropped = Vec::new();
@@ -279,7 +369,7 @@ async fn pump_out(
 
 /// Copies the client's stdin to the process until the client ends it; then closes the
 /// process's stdin (EOF).
-async fn pump_stdin(from: Option<&mut Stream>, to: Option<impl AsyncWrite + Unpin>) {
+async fn pump_stdin(from: Option<&mut Channel>, to: Option<impl AsyncWrite + Unpin>) {
     let (Some(from), Some(mut to)) = (from, to) else {
         return;
     };
@@ -326,7 +416,7 @@ fn parse_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     sizes
 }
 
-async fn pump_resize(from: Option<&mut Stream>, to: Option<crate::monitor::Resizer>) {
+async fn pump_resize(from: Option<&mut Channel>, to: Option<crate::monitor::Resizer>) {
     let (Some(from), Some(mut to)) = (from, to) else {
         return;
     };

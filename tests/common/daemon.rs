@@ -46,6 +46,9 @@ pub struct DaemonOpts {
     pub log_level: Option<String>,
     /// The state dir's name under the daemon's temp dir (default "state").
     pub state_dir_name: Option<String>,
+    /// Put --root and --state on one tmpfs of this size (mount's `size=`, e.g. "32m"): a disk
+    /// a container can fill.
+    pub disk_size: Option<String>,
 }
 
 impl DaemonOpts {
@@ -62,6 +65,12 @@ impl DaemonOpts {
 
     pub fn import(mut self, archive: &Path) -> Self {
         self.imports.push(archive.to_path_buf());
+        self
+    }
+
+    /// --root and --state on a tmpfs of `size` (see [`DaemonOpts::disk_size`]).
+    pub fn small_disk(mut self, size: &str) -> Self {
+        self.disk_size = Some(size.to_string());
         self
     }
 }
@@ -92,6 +101,8 @@ pub struct TestDaemon {
     network: Mutex<Option<NetInfo>>,
     /// Every pod id the test has seen, for leak checks and the cleanup sweep.
     pods: Mutex<BTreeSet<String>>,
+    /// CRIUS_FAILPOINT for the next (re)start of the daemon.
+    failpoint: Mutex<Option<String>>,
 }
 
 impl TestDaemon {
@@ -112,7 +123,20 @@ impl TestDaemon {
             child: Mutex::new(None),
             channel: Mutex::new(None),
             pods: Mutex::new(BTreeSet::new()),
+            failpoint: Mutex::new(None),
         };
+        if let Some(size) = &d.opts.disk_size {
+            let disk = d.disk().expect("disk dir");
+            fs::create_dir_all(&disk).expect("create disk dir");
+            nix::mount::mount(
+                Some("tmpfs"),
+                &disk,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some(format!("size={size}").as_str()),
+            )
+            .unwrap_or_else(|e| panic!("mount a {size} tmpfs on {}: {e}", disk.display()));
+        }
         for p in [d.root(), d.state(), d.cni_conf_dir(), d.dir.join("logs")] {
             fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
         }
@@ -145,11 +169,18 @@ impl TestDaemon {
             .to_string_lossy()
             .into_owned()
     }
+    /// The tmpfs --root and --state live on, with [`DaemonOpts::small_disk`].
+    pub fn disk(&self) -> Option<PathBuf> {
+        self.opts.disk_size.as_ref().map(|_| self.dir.join("disk"))
+    }
+    fn data_dir(&self) -> PathBuf {
+        self.disk().unwrap_or_else(|| self.dir.clone())
+    }
     pub fn root(&self) -> PathBuf {
-        self.dir.join("root")
+        self.data_dir().join("root")
     }
     pub fn state(&self) -> PathBuf {
-        self.dir
+        self.data_dir()
             .join(self.opts.state_dir_name.as_deref().unwrap_or("state"))
     }
     pub fn socket(&self) -> PathBuf {
@@ -201,6 +232,10 @@ impl TestDaemon {
         if let Some(image) = &self.opts.sandbox_image {
             cmd.arg("--sandbox-image").arg(image);
         }
+        match self.failpoint.lock().unwrap().as_deref() {
+            Some(name) => cmd.env("CRIUS_FAILPOINT", name),
+            None => cmd.env_remove("CRIUS_FAILPOINT"),
+        };
         cmd.env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
@@ -294,6 +329,25 @@ impl TestDaemon {
                 let _ = child.wait();
                 panic!("crius daemon ignored SIGTERM for 20 s");
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// From the next (re)start on, requests reaching the daemon's failpoint `name` hang there
+    /// (see `crius::util::failpoint`); `None` clears it.
+    pub fn set_failpoint(&self, name: Option<&str>) {
+        *self.failpoint.lock().unwrap() = name.map(str::to_string);
+    }
+
+    /// Wait until the daemon log says a request reached failpoint `name`.
+    pub async fn wait_failpoint(&self, name: &str) {
+        let deadline = Instant::now() + super::scaled(Duration::from_secs(60));
+        while !fs::read_to_string(self.log_file())
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("failpoint reached") && l.contains(name))
+        {
+            assert!(Instant::now() < deadline, "failpoint {name} never reached");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -3,6 +3,8 @@
 //! ends cannot hide. It speaks what client-go's remotecommand and portforward send.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

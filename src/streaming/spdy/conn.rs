@@ -41,17 +41,24 @@ struct Out {
     activity: Arc<Activity>,
 }
 
-struct Activity {
+/// When the connection last carried a frame, either way (for the idle timeout).
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn touch(&self) {
+    pub(crate) fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+    pub(crate) fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
-    fn idle(&self) -> Duration {
+    pub(crate) fn idle(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
     }
@@ -107,6 +114,12 @@ impl Stream {
 
     pub async fn reset(&self) {
         self.writer.reset().await
+    }
+
+    /// Splits the stream into its inbound data and its writer (for transport-neutral
+    /// wrappers such as remotecommand's `Channel`).
+    pub fn into_parts(self) -> (Headers, mpsc::Receiver<Bytes>, StreamWriter) {
+        (self.headers, self.data, self.writer)
     }
 }
 
@@ -205,10 +218,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let (rd, wr) = tokio::io::split(io);
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    });
+    let activity = Arc::new(Activity::new());
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
     let out = Out {
         tx: out_tx,
@@ -227,24 +237,7 @@ where
         closed_tx.clone(),
         goaway_tx,
     ));
-    let watchdog = idle.map(|limit| {
-        let activity = activity.clone();
-        let closed_tx = closed_tx.clone();
-        tokio::spawn(async move {
-            loop {
-                let idle = activity.idle();
-                if idle >= limit {
-                    tracing::info!(
-                        idle_s = idle.as_secs(),
-                        "streaming connection idle; closing"
-                    );
-                    closed_tx.send_if_modified(|c| set_closed(c, Closed::Idle));
-                    return;
-                }
-                tokio::time::sleep(limit - idle).await;
-            }
-        })
-    });
+    let watchdog = idle.map(|limit| spawn_watchdog(limit, activity.clone(), closed_tx.clone()));
 
     let session = Session {
         streams: new_rx,
@@ -274,7 +267,29 @@ where
     closed_rx.borrow().clone()
 }
 
-fn set_closed(c: &mut Closed, why: Closed) -> bool {
+/// Marks the connection idle once nothing moved for `limit`.
+pub(crate) fn spawn_watchdog(
+    limit: Duration,
+    activity: Arc<Activity>,
+    closed_tx: Arc<watch::Sender<Closed>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let idle = activity.idle();
+            if idle >= limit {
+                tracing::info!(
+                    idle_s = idle.as_secs(),
+                    "streaming connection idle; closing"
+                );
+                closed_tx.send_if_modified(|c| set_closed(c, Closed::Idle));
+                return;
+            }
+            tokio::time::sleep(limit - idle).await;
+        }
+    })
+}
+
+pub(crate) fn set_closed(c: &mut Closed, why: Closed) -> bool {
     if *c == Closed::Open {
         *c = why;
         true

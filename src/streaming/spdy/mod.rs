@@ -5,4 +5,4 @@ pub mod conn;
 pub mod frame;
 pub mod headers;
 
-pub use conn::{Session, Stream, StreamWriter, serve};
+pub use conn::{ConnectionGone, Session, Stream, StreamWriter, serve};
