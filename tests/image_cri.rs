@@ -134,17 +134,7 @@ async fn fs_used(images: &mut common::daemon::Images) -> u64 {
 
 /// A daemon started with `opts` whose registry.k8s.io is the local registry `reg` (plain HTTP).
 async fn mirrored_daemon(reg: &Registry, opts: DaemonOpts) -> TestDaemon {
-    let d = TestDaemon::start(opts).await;
-    std::fs::write(
-        d.dir().join("crius.toml"),
-        format!(
-            "[registry.mirrors.\"registry.k8s.io\"]\nendpoint = [\"http://{}\"]\n",
-            reg.host()
-        ),
-    )
-    .unwrap();
-    d.restart().await;
-    d
+    TestDaemon::start_mirrored(opts, &reg.host()).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

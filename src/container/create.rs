@@ -67,7 +67,9 @@ impl Context {
             )));
         }
         let image_name = config.image.clone().unwrap_or_default().image;
-        let image = self.find_image(&image_name).await?;
+        // Held until the record below names the image: RemoveImage then sees this container
+        // as a user, or it removed the image first and we fail with NotFound.
+        let (image, image_use) = self.find_image(&image_name).await?;
 
         let id = crate::util::new_id();
         let meta = config.metadata.clone().unwrap_or_default();
@@ -107,6 +109,7 @@ impl Context {
             }
             Err(e) => return Err(CriError::internal("saving container record", e)),
         }
+        drop(image_use);
         let synced = self.containers.sync_in_background(&id);
         let mut undo = vec![Undo::Record];
         match self
@@ -350,8 +353,20 @@ impl Context {
         }
     }
 
-    /// The image a container names, or NotFound (kubelet pulls before it creates).
-    async fn find_image(&self, reference: &str) -> CriResult<ImageRecord> {
+    /// The image a container names, or NotFound (kubelet pulls before it creates), held in
+    /// use (see [`crate::image::leases::UseLocks`]) for as long as the guard lives.
+    async fn find_image(
+        &self,
+        reference: &str,
+    ) -> CriResult<(ImageRecord, crate::image::leases::ImageUse)> {
+        let found = self.lookup_image(reference).await?;
+        let image_use = self.images.hold(&found.id).await;
+        // Again by id under the guard: a RemoveImage that got it first has removed the image.
+        let image = self.lookup_image(&found.id).await?;
+        Ok((image, image_use))
+    }
+
+    async fn lookup_image(&self, reference: &str) -> CriResult<ImageRecord> {
         let images = self.images.clone();
         let r = reference.to_string();
         tokio::task::spawn_blocking(move || images.get(&r))

@@ -147,6 +147,21 @@ impl ContentStore {
         }
     }
 
+    /// Digests of every stored blob.
+    pub fn list(&self) -> Result<Vec<String>, ImageError> {
+        let dir = self.blobs_dir();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(ImageError::io(&dir))? {
+            let e = e.map_err(ImageError::io(&dir))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if super::reference::is_hex64(&name) {
+                out.push(format!("sha256:{name}"));
+            }
+        }
+        Ok(out)
+    }
+
     /// Remove temp files left by writers that died (their flock is free).
     pub fn clean_ingest(&self) {
         let Ok(entries) = std::fs::read_dir(self.ingest_dir()) else {

@@ -5,16 +5,21 @@
 //! - `content/blobs/sha256/<hex>`: manifests, configs and (compressed) layers;
 //! - `images/<config-hex>.json`: one [`ImageRecord`] per image;
 //! - `snapshots/<n>/fs` + `snapshots/index.json`: unpacked layers keyed by chain id;
-//! - `lock`: an flock serialising mutations between the daemon and `crius image import`.
+//! - `lock`: an flock serialising index and record writes between the daemon and
+//!   `crius image import` (held briefly, never over a download or an unpack);
+//! - `images.gen`: bumped by every record write, so a process's in-memory index notices
+//!   another process's writes with one small read;
+//! - `gc.lock`: shared while content is staged, exclusive while it is deleted (see `leases`).
 //!
-//! Readers never take the lock: every file they read is replaced atomically, so they re-read
-//! the records from disk and see images another process imported.
+//! Readers never take the lock: every file they read is replaced atomically.
 
 pub mod archive;
 pub mod builtin;
 pub mod compression;
 pub mod content;
 pub mod export;
+pub mod index;
+pub mod leases;
 pub mod lock;
 pub mod pull;
 pub mod record;
@@ -28,7 +33,7 @@ use std::path::PathBuf;
 pub use pull::{PullError, PullErrorKind, PullOptions, PullReport, Puller};
 pub use record::ImageRecord;
 pub use registry::Credentials;
-pub use store::{FsUsage, ImageStore};
+pub use store::{FsUsage, GcReport, ImageStore, Removed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -67,6 +72,13 @@ pub enum ImageError {
         path: PathBuf,
         version: u32,
         known: u32,
+    },
+    /// A removal found the reference naming another image than the one checked.
+    #[error("image {reference:?} is now {actual}, not {expected}")]
+    Changed {
+        reference: String,
+        expected: String,
+        actual: String,
     },
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),

@@ -230,37 +230,58 @@ impl ImageService for Images {
         req: Request<cri::RemoveImageRequest>,
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let reference = requested(req.into_inner().image)?;
-        let lookup = reference.clone();
-        let found = self
-            .blocking(move |store| match store.get(&lookup) {
-                Err(ImageError::InvalidReference { .. }) => Ok(None),
-                other => other,
-            })
-            .await?;
-        // Removing an absent image succeeds (CRI: idempotent).
-        let Some(image) = found else {
-            return Ok(Response::new(cri::RemoveImageResponse {}));
-        };
-        let only_a_tag = normalized(&reference) != image.id
-            && image.repo_tags.len() > 1
-            && image.repo_tags.contains(&normalized(&reference));
-        if !only_a_tag {
-            let users = self.users_of(&image.id);
-            if !users.is_empty() {
-                return Err(CriError::FailedPrecondition(format!(
-                    "image {reference} ({}) is in use by {}",
-                    image.id,
-                    users.join(", ")
-                ))
-                .into());
+        // A tag moving to another image between our lookup and the removal sends us round
+        // again; more than a few moves during one call is not worth waiting for.
+        for _ in 0..3 {
+            let lookup = reference.clone();
+            let found = self
+                .blocking(move |store| match store.get(&lookup) {
+                    Err(ImageError::InvalidReference { .. }) => Ok(None),
+                    other => other,
+                })
+                .await?;
+            // Removing an absent image succeeds (CRI: idempotent).
+            let Some(image) = found else {
+                return Ok(Response::new(cri::RemoveImageResponse {}));
+            };
+            let only_a_tag = normalized(&reference) != image.id
+                && image.repo_tags.len() > 1
+                && image.repo_tags.contains(&normalized(&reference));
+            // Held over the in-use check and the removal: a CreateContainer that looked the
+            // image up holds it shared until its record names the image, so either it is
+            // listed as a user below or it finds the image gone.
+            let _removal = match only_a_tag {
+                true => None,
+                false => Some(self.ctx.images.hold_for_removal(&image.id).await),
+            };
+            if !only_a_tag {
+                let users = self.users_of(&image.id);
+                if !users.is_empty() {
+                    return Err(CriError::FailedPrecondition(format!(
+                        "image {reference} ({}) is in use by {}",
+                        image.id,
+                        users.join(", ")
+                    ))
+                    .into());
+                }
+            }
+            let (r, id) = (reference.clone(), image.id.clone());
+            let removed = self
+                .blocking(move |store| match store.remove_if(&r, Some(&id)) {
+                    Err(ImageError::NotFound(_)) => Ok(None),
+                    Err(ImageError::Changed { .. }) => Ok(Some(false)),
+                    Ok(_) => Ok(Some(true)),
+                    Err(e) => Err(e),
+                })
+                .await?;
+            if removed != Some(false) {
+                return Ok(Response::new(cri::RemoveImageResponse {}));
             }
         }
-        self.blocking(move |store| match store.remove(&reference) {
-            Err(ImageError::NotFound(_)) => Ok(()),
-            other => other,
-        })
-        .await?;
-        Ok(Response::new(cri::RemoveImageResponse {}))
+        Err(CriError::Unavailable(format!(
+            "image {reference} kept changing while it was being removed; retry"
+        ))
+        .into())
     }
 
     async fn image_fs_info(

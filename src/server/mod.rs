@@ -123,6 +123,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await?
             .context("importing the built-in sandbox image")?;
     }
+    // Before any pull can run: blobs and snapshots of pulls refused or cut off before the
+    // last stop (a full disk, a registry gone mid-pull) are referenced by nothing.
+    {
+        let images = images.clone();
+        match tokio::task::spawn_blocking(move || images.gc()).await? {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "collecting unreferenced image content"),
+        }
+    }
     crate::snapshot::skeleton::ensure(&config.sandbox_skeleton_dir())
         .context("creating the sandbox rootfs skeleton")?;
     let (sandboxes, orphans) = SandboxStore::open(&config.sandboxes_dir())?;

@@ -6,7 +6,9 @@
 //! incomplete or being removed, and [`Snapshots::recover`] deletes it. Removal goes the other
 //! way: index first, then the directory.
 //!
-//! All mutating calls must be made under the image store lock.
+//! Index writes (commit, remove, recover) must be made under the image store lock; unpacking
+//! into a temp snapshot need not: every live [`TmpSnapshot`] holds `tmp.lock` shared, and
+//! [`Snapshots::recover`] deletes temp directories only when it gets that lock exclusive.
 
 use super::SnapshotError;
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 const INDEX_VERSION: u32 = 1;
 const TMP_PREFIX: &str = "tmp-";
+const TMP_LOCK: &str = "tmp.lock";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotEntry {
@@ -42,6 +45,8 @@ pub struct Snapshots {
 pub struct TmpSnapshot {
     dir: PathBuf,
     committed: bool,
+    /// `tmp.lock`, flocked shared while this snapshot is being filled.
+    _busy: std::fs::File,
 }
 
 impl TmpSnapshot {
@@ -127,6 +132,7 @@ impl Snapshots {
 
     /// A fresh temp snapshot directory (`tmp-<random>/fs`, mode 0755).
     pub fn prepare(&self) -> Result<TmpSnapshot, SnapshotError> {
+        let busy = self.tmp_lock(libc::LOCK_SH)?;
         let dir = self
             .dir
             .join(format!("{TMP_PREFIX}{}", crate::util::new_id()));
@@ -134,10 +140,35 @@ impl Snapshots {
         let tmp = TmpSnapshot {
             dir,
             committed: false,
+            _busy: busy,
         };
         let fs = tmp.fs();
         std::fs::create_dir(&fs).map_err(SnapshotError::io(&fs))?;
         Ok(tmp)
+    }
+
+    /// `tmp.lock`, opened and flocked with `op`; Err(WouldBlock) for a non-blocking op
+    /// that did not get it.
+    fn tmp_lock(&self, op: libc::c_int) -> Result<std::fs::File, SnapshotError> {
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join(TMP_LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(SnapshotError::io(&path))?;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+                return Ok(file);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(SnapshotError::Io { path, source: e });
+            }
+        }
     }
 
     /// Publish a fully unpacked snapshot under `chain_id`. If the chain id is already present
@@ -189,15 +220,25 @@ impl Snapshots {
     }
 
     /// Delete temp snapshots and numbered directories the index does not know (crash
-    /// leftovers). Call under the store lock, when no unpack is running.
+    /// leftovers). Call under the store lock. Temp snapshots are left alone while any unpack
+    /// (in any process) is running: they go at the next recovery.
     pub fn recover(&self) -> Result<(), SnapshotError> {
+        let no_unpack = match self.tmp_lock(libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(f) => Some(f),
+            Err(SnapshotError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let idx = self.load()?;
         let known: std::collections::HashSet<String> =
             idx.snapshots.values().map(|e| e.id.to_string()).collect();
         let entries = std::fs::read_dir(&self.dir).map_err(SnapshotError::io(&self.dir))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let stale = name.starts_with(TMP_PREFIX)
+            let stale = (name.starts_with(TMP_PREFIX) && no_unpack.is_some())
                 || (name.bytes().all(|b| b.is_ascii_digit()) && !known.contains(&name));
             if stale && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 tracing::info!(dir = %e.path().display(), "removing incomplete snapshot");
@@ -246,7 +287,16 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, vec!["1", "2", "index.json"]);
+        assert_eq!(names, vec!["1", "2", "index.json", "tmp.lock"]);
+
+        // A temp snapshot being filled survives a recovery (here or in another process).
+        let live = s.prepare().unwrap();
+        std::fs::create_dir_all(tmp.path().join("tmp-dead/fs")).unwrap();
+        s.recover().unwrap();
+        assert!(live.fs().exists());
+        drop(live);
+        s.recover().unwrap();
+        assert!(!tmp.path().join("tmp-dead").exists());
 
         s.remove("sha256:c1").unwrap();
         s.remove("sha256:c1").unwrap();

@@ -49,6 +49,8 @@ pub struct DaemonOpts {
     /// Put --root and --state on one tmpfs of this size (mount's `size=`, e.g. "32m"): a disk
     /// a container can fill.
     pub disk_size: Option<String>,
+    /// The crius binary to run (default: this build's); measurements compare two builds.
+    pub binary: Option<PathBuf>,
 }
 
 impl DaemonOpts {
@@ -209,7 +211,7 @@ impl TestDaemon {
             .append(true)
             .open(self.log_file())
             .expect("open daemon log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_crius"));
+        let mut cmd = Command::new(self.binary());
         cmd.arg("daemon")
             .arg("--config")
             .arg(self.config_file())
@@ -362,6 +364,26 @@ impl TestDaemon {
         self.spawn().await;
     }
 
+    fn binary(&self) -> PathBuf {
+        self.opts
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_crius")))
+    }
+
+    /// A daemon started with `opts` whose registry.k8s.io is the plain-HTTP registry at
+    /// `mirror` (`127.0.0.1:<port>`).
+    pub async fn start_mirrored(opts: DaemonOpts, mirror: &str) -> TestDaemon {
+        let d = TestDaemon::start(opts).await;
+        std::fs::write(
+            d.dir().join("crius.toml"),
+            format!("[registry.mirrors.\"registry.k8s.io\"]\nendpoint = [\"http://{mirror}\"]\n"),
+        )
+        .unwrap();
+        d.restart().await;
+        d
+    }
+
     // --- clients ------------------------------------------------------------------------
 
     fn channel(&self) -> Channel {
@@ -405,7 +427,7 @@ impl TestDaemon {
 
     /// `crius image import --root <root> <archive>` (works with the daemon running or not).
     pub fn import_image(&self, archive: &Path) {
-        let out = Command::new(env!("CARGO_BIN_EXE_crius"))
+        let out = Command::new(self.binary())
             .args(["image", "import", "--root"])
             .arg(self.root())
             .arg(archive)

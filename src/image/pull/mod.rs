@@ -1,7 +1,9 @@
 //! PullImage: resolve a reference on the registry's endpoints (mirrors first), pick this
 //! node's manifest from an index, stream the config and layers into the content store
 //! (each blob once, even for concurrent pulls), then record and unpack the image through
-//! [`ImageStore::commit_image`].
+//! [`ImageStore::commit_image`]. Every blob and snapshot a pull touches is leased until its
+//! record is written, so GC and RemoveImage leave them alone; a failed pull collects what it
+//! (and any earlier failure) left behind before it answers.
 
 mod fetch;
 mod flight;
@@ -11,6 +13,7 @@ pub mod platform;
 use crate::config::RegistryConfig;
 use crate::image::archive::{MAX_METADATA_BYTES, ResolvedImage};
 use crate::image::content::sha256_digest;
+use crate::image::leases::Lease;
 use crate::image::registry::{
     Credentials, Endpoint, ErrorKind, Fetched, RegistryClient, RegistryError, Session,
 };
@@ -215,6 +218,28 @@ impl Puller {
     /// and record it. The record keeps the upstream name whichever endpoint served it.
     #[tracing::instrument(name = "pull", skip(self, opts), fields(platform = %self.inner.platform))]
     pub async fn pull(&self, image: &str, opts: &PullOptions) -> Result<PullReport, PullError> {
+        let lease = Arc::new(self.inner.store.lease());
+        let result = self.pull_leased(image, opts, &lease).await;
+        drop(lease);
+        if result.is_err() {
+            // Blobs of a refused or cut-off pull are referenced by nothing: collect them now
+            // (leases keep those of concurrent pulls), so they neither linger nor count.
+            let store = self.inner.store.clone();
+            match tokio::task::spawn_blocking(move || store.gc()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "collecting after a failed pull"),
+                Err(e) => tracing::warn!(error = %e, "collecting after a failed pull"),
+            }
+        }
+        result
+    }
+
+    async fn pull_leased(
+        &self,
+        image: &str,
+        opts: &PullOptions,
+        lease: &Arc<Lease>,
+    ) -> Result<PullReport, PullError> {
         let started = std::time::Instant::now();
         let r = reference::parse(image).map_err(PullError::Reference)?;
         let name = r.to_string();
@@ -256,6 +281,8 @@ impl Puller {
                 actual,
             });
         }
+        lease.add(&manifest.digest);
+        lease.add(&config.digest);
         let content = self.inner.store.content().clone();
         let manifest_bytes = manifest.bytes.clone();
         blocking(&name, move || {
@@ -269,7 +296,11 @@ impl Puller {
         // closures trip higher-ranked lifetime inference.
         let downloads = layers.iter().cloned().map(|l| {
             let (this, name, session) = (self.clone(), name.clone(), session.clone());
-            async move { this.layer(&name, &session, &l).await }
+            let lease = lease.clone();
+            async move {
+                lease.add(&l.digest);
+                this.layer(&name, &session, &l).await
+            }
         });
         let results: Vec<Option<u64>> = futures_util::stream::iter(downloads)
             .buffer_unordered(PARALLEL_LAYERS)
@@ -289,7 +320,8 @@ impl Puller {
         };
         let store = self.inner.store.clone();
         let pinned = opts.pinned;
-        let image = blocking(&name, move || store.commit_image(&resolved, pinned)).await?;
+        let lease = lease.clone();
+        let image = blocking(&name, move || store.commit_image(&resolved, pinned, &lease)).await?;
         let report = PullReport {
             image,
             endpoint: session.endpoint().to_string(),
@@ -441,6 +473,7 @@ impl Puller {
     }
 
     /// Make sure layer `l` is in the content store. Some(bytes) if this call downloaded it.
+    /// The caller has leased it already, so a present blob stays present.
     async fn layer(
         &self,
         name: &str,

@@ -180,8 +180,17 @@ fn store() -> (tempfile::TempDir, ImageStore) {
     (tmp, s)
 }
 
+/// Entries in `dir`, lock files left out (they stay for the store's lifetime).
 fn count(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter(|e| {
+                !e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".lock"))
+            })
+            .count()
+        })
+        .unwrap_or(0)
 }
 
 #[test]
@@ -532,7 +541,149 @@ fn nested_index_selects_this_platform_and_bare_tags() {
 }
 
 #[test]
-fn concurrent_imports_serialise() {
+fn gc_removes_orphans_and_keeps_shared_and_leased_content() {
+    let (tmp, s) = store();
+    let blobs = tmp.path().join("content/blobs/sha256");
+    let a = TestImage::new(
+        vec![(base_layer(), Comp::Gzip), (top_layer("a"), Comp::Gzip)],
+        "a",
+    );
+    s.import_archive(&oci_archive(&[(&a, &[(ANNOTATION_REF_NAME, "a:1")])])[..])
+        .unwrap();
+    let kept = count(&blobs);
+    let rec = s.get("a:1").unwrap().unwrap();
+
+    // Orphans: a blob (a refused pull's layer), a snapshot no record names.
+    let orphan = s.content().ingest_bytes(b"orphan layer").unwrap().digest;
+    let t = s.inner.snapshots.prepare().unwrap();
+    s.inner
+        .snapshots
+        .commit(t, "sha256:orphan-chain", None, "sha256:x")
+        .unwrap();
+    // Leased: a pull in flight that has stored a blob and a snapshot but no record yet.
+    let inflight = s.content().ingest_bytes(b"in flight").unwrap().digest;
+    let lease = s.lease();
+    lease.add(&inflight);
+    lease.add("sha256:inflight-chain");
+    let t = s.inner.snapshots.prepare().unwrap();
+    s.inner
+        .snapshots
+        .commit(t, "sha256:inflight-chain", None, "sha256:y")
+        .unwrap();
+    let before = s.fs_usage().unwrap().used_bytes;
+
+    let report = s.gc().unwrap();
+    assert_eq!((report.blobs, report.snapshots), (1, 1), "{report:?}");
+    assert!(!report.deferred);
+    assert!(!s.content().contains(&orphan));
+    assert!(s.content().contains(&inflight));
+    assert!(
+        s.inner
+            .snapshots
+            .get("sha256:orphan-chain")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.inner
+            .snapshots
+            .get("sha256:inflight-chain")
+            .unwrap()
+            .is_some()
+    );
+    assert!(s.snapshot_dirs(&rec).unwrap().iter().all(|d| d.exists()));
+    assert_eq!(count(&blobs), kept + 1);
+    assert!(
+        s.fs_usage().unwrap().used_bytes < before,
+        "ImageFsInfo counted them"
+    );
+
+    // Once the lease goes, so does its content.
+    drop(lease);
+    let report = s.gc().unwrap();
+    assert_eq!((report.blobs, report.snapshots), (1, 1), "{report:?}");
+    assert_eq!(count(&blobs), kept);
+    assert_eq!(s.gc().unwrap(), GcReport::default());
+
+    // Another process staging an import: nothing is deleted meanwhile.
+    let orphan = s.content().ingest_bytes(b"orphan again").unwrap().digest;
+    let staging = GcLock::shared(&tmp.path().join("gc.lock")).unwrap();
+    assert!(s.gc().unwrap().deferred);
+    assert!(s.content().contains(&orphan));
+    drop(staging);
+    assert_eq!(s.gc().unwrap().blobs, 1);
+}
+
+#[test]
+fn removal_keeps_layers_a_pull_has_leased() {
+    let (_tmp, s) = store();
+    let a = TestImage::new(
+        vec![(base_layer(), Comp::Gzip), (top_layer("a"), Comp::Gzip)],
+        "a",
+    );
+    s.import_archive(&oci_archive(&[(&a, &[(ANNOTATION_REF_NAME, "a:1")])])[..])
+        .unwrap();
+    let rec = s.get("a:1").unwrap().unwrap();
+    // A pull of another image sharing the base layer has found it present.
+    let lease = s.lease();
+    lease.add(&rec.layer_digests[0]);
+    lease.add(&rec.chain_ids[0]);
+    assert_eq!(
+        s.remove_if("a:1", Some(&rec.id)).unwrap(),
+        Removed::Image(rec.id.clone())
+    );
+    assert!(s.content().contains(&rec.layer_digests[0]));
+    assert!(!s.content().contains(&rec.layer_digests[1]));
+    assert!(s.inner.snapshots.get(&rec.chain_ids[0]).unwrap().is_some());
+    assert!(s.inner.snapshots.get(&rec.chain_ids[1]).unwrap().is_none());
+    drop(lease);
+    assert_eq!(s.gc().unwrap().snapshots, 1);
+}
+
+#[test]
+fn remove_if_refuses_a_reference_that_moved() {
+    let (_tmp, s) = store();
+    let a = TestImage::new(vec![(base_layer(), Comp::Gzip)], "a");
+    s.import_archive(&oci_archive(&[(&a, &[(ANNOTATION_REF_NAME, "a:1")])])[..])
+        .unwrap();
+    let other = format!("sha256:{}", "0".repeat(64));
+    assert!(matches!(
+        s.remove_if("a:1", Some(&other)),
+        Err(ImageError::Changed { .. })
+    ));
+    assert!(s.get("a:1").unwrap().is_some());
+}
+
+#[test]
+fn index_sees_another_process_writes() {
+    let (tmp, s) = store();
+    // A second store on the same root stands for `crius image import` in another process.
+    let other = ImageStore::open(tmp.path()).unwrap();
+    let a = TestImage::new(vec![(base_layer(), Comp::Gzip)], "a");
+    let b = TestImage::new(vec![(top_layer("b"), Comp::Gzip)], "b");
+    assert!(s.get("a:1").unwrap().is_none());
+    other
+        .import_archive(&oci_archive(&[(&a, &[(ANNOTATION_REF_NAME, "a:1")])])[..])
+        .unwrap();
+    assert_eq!(s.get("a:1").unwrap().unwrap().id, a.id());
+    // Our own write, then theirs moving the tag: both seen.
+    s.import_archive(&oci_archive(&[(&b, &[(ANNOTATION_REF_NAME, "b:1")])])[..])
+        .unwrap();
+    assert_eq!(other.get("b:1").unwrap().unwrap().id, b.id());
+    other
+        .import_archive(&oci_archive(&[(&b, &[(ANNOTATION_REF_NAME, "a:1")])])[..])
+        .unwrap();
+    assert_eq!(s.get("a:1").unwrap().unwrap().id, b.id());
+    assert!(s.get(&a.id()).unwrap().unwrap().repo_tags.is_empty());
+    other.remove(&a.id()).unwrap();
+    assert!(s.get(&a.id()).unwrap().is_none());
+    assert_eq!(s.list().unwrap().len(), 1);
+    // By unique id prefix, from memory.
+    assert_eq!(s.get(&b.id()[7..20]).unwrap().unwrap().id, b.id());
+}
+
+#[test]
+fn concurrent_imports_of_shared_layers() {
     let (_tmp, s) = store();
     let handles: Vec<_> = (0..4)
         .map(|i| {
