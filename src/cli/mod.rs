@@ -11,6 +11,7 @@ pub mod logs;
 pub mod output;
 pub mod pods;
 pub mod stats;
+pub mod stream;
 pub mod system;
 
 pub use connect::ConnectOpts;
@@ -59,6 +60,8 @@ pub enum Verb {
     Rm(containers::RmArgs),
     /// Run a command in a container and exit with its exit code: ID -- CMD...
     Exec(containers::ExecArgs),
+    /// Attach to a running container's stdout/stderr (-i: and stdin, -t: as a terminal).
+    Attach(containers::AttachArgs),
     /// Print a container's logs.
     Logs(logs::LogsArgs),
     /// List images.
@@ -98,6 +101,7 @@ impl Verb {
             Verb::Stop(_) => "stop",
             Verb::Rm(_) => "rm",
             Verb::Exec(_) => "exec",
+            Verb::Attach(_) => "attach",
             Verb::Logs(_) => "logs",
             Verb::Images(_) => "images",
             Verb::Pull(_) => "pull",
@@ -153,6 +157,10 @@ async fn dispatch(opts: &ConnectOpts, verb: &Verb) -> Result<u8, CliError> {
         Verb::Exec(a) => {
             let code = containers::exec(&c, a).await?;
             // Exit codes outside 0..=255 (a signal as negative) still mean failure.
+            return Ok(u8::try_from(code).unwrap_or(1));
+        }
+        Verb::Attach(a) => {
+            let code = containers::attach(&c, a).await?;
             return Ok(u8::try_from(code).unwrap_or(1));
         }
         Verb::Logs(a) => logs::logs(&c, a).await?,

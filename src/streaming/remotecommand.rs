@@ -50,7 +50,7 @@ pub struct Channels {
 }
 
 /// The negotiated protocol version (1 to 4).
-fn version_of(protocol: Option<&str>) -> u8 {
+pub(super) fn version_of(protocol: Option<&str>) -> u8 {
     match protocol {
         Some("v4.channel.k8s.io") => 4,
         Some("v3.channel.k8s.io") => 3,
@@ -182,7 +182,7 @@ async fn relay(ch: &mut Channels, proc: &mut ExecStream) -> Result<i32, MonitorE
 }
 
 /// Ends stdout/stderr, writes the status on the error stream and ends it.
-async fn finish(ch: &mut Channels, version: u8, result: Result<i32, MonitorError>) {
+pub(super) async fn finish(ch: &mut Channels, version: u8, result: Result<i32, MonitorError>) {
     for s in [&mut ch.stdout, &mut ch.stderr].into_iter().flatten() {
         let _ = s.close().await;
     }
@@ -301,7 +301,7 @@ struct TerminalSize {
 
 /// Parses every complete JSON size in `buf`, leaving an incomplete tail. Bad JSON empties
 /// the buffer (nothing later could be trusted to line up).
-fn parse_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
+pub(super) fn parse_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     let mut sizes = Vec::new();
     let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<TerminalSize>();
     let mut consumed = 0;
