@@ -72,6 +72,7 @@ impl Fixture {
                 tty,
                 stdin: !tty,
                 stdin_once: false,
+                ..Stdio::default()
             },
             start: false,
             own_cgroup: None,

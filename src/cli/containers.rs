@@ -1,13 +1,13 @@
-//! Container verbs: ps, inspect, create, start, stop, rm, exec.
+//! Container verbs: ps, inspect, create, start, stop, rm, exec, attach.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use k8s_cri::v1::{
-    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStateValue,
-    ContainerStatusRequest, CreateContainerRequest, ExecRequest, ExecSyncRequest,
-    ListContainersRequest, PodSandboxConfig, RemoveContainerRequest, StartContainerRequest,
-    StopContainerRequest,
+    AttachRequest, Container, ContainerConfig, ContainerFilter, ContainerState,
+    ContainerStateValue, ContainerStatusRequest, CreateContainerRequest, ExecRequest,
+    ExecSyncRequest, ListContainersRequest, PodSandboxConfig, RemoveContainerRequest,
+    StartContainerRequest, StopContainerRequest,
 };
 use serde_json::json;
 
@@ -90,6 +90,19 @@ pub struct ExecArgs {
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// Send our stdin to the container's (it must have been created with stdin).
+    #[arg(long, short = 'i')]
+    pub stdin: bool,
+    /// Attach as a terminal: raw local terminal, window size passed on, no separate stderr
+    /// (the container must have been created with a tty).
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// The running container.
+    pub id: String,
 }
 
 pub fn state_name(state: i32) -> &'static str {
@@ -365,6 +378,30 @@ async fn exec_sync(c: &Client, args: &ExecArgs) -> Result<i32, CliError> {
     std::io::stdout().lock().flush()?;
     std::io::stderr().lock().write_all(&resp.stderr)?;
     Ok(resp.exit_code)
+}
+
+/// Attach to a running container's stdio through the streaming URL the Attach call
+/// returns (as `crictl attach`); returns 0, or 1 when the server reported a failure.
+pub async fn attach(c: &Client, args: &AttachArgs) -> Result<i32, CliError> {
+    let resp = c
+        .call(
+            "Attach",
+            Deadline::Normal,
+            c.runtime.clone().attach(AttachRequest {
+                container_id: args.id.clone(),
+                stdin: args.stdin,
+                tty: args.tty,
+                stdout: true,
+                stderr: !args.tty,
+            }),
+        )
+        .await?;
+    let channels = super::stream::Channels {
+        stdin: args.stdin,
+        stderr: !args.tty,
+        tty: args.tty,
+    };
+    super::stream::run(&resp.url, channels).await
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod output;
 pub mod pods;
 pub mod portforward;
 pub mod stats;
+pub mod stream;
 pub mod stream_client;
 pub mod system;
 
@@ -63,6 +64,8 @@ pub enum Verb {
     Exec(containers::ExecArgs),
     /// Forward local ports to a pod: POD LOCAL:REMOTE...
     PortForward(portforward::PortForwardArgs),
+    /// Attach to a running container's stdout/stderr (-i: and stdin, -t: as a terminal).
+    Attach(containers::AttachArgs),
     /// Print a container's logs.
     Logs(logs::LogsArgs),
     /// List images.
@@ -103,6 +106,7 @@ impl Verb {
             Verb::Rm(_) => "rm",
             Verb::Exec(_) => "exec",
             Verb::PortForward(_) => "port-forward",
+            Verb::Attach(_) => "attach",
             Verb::Logs(_) => "logs",
             Verb::Images(_) => "images",
             Verb::Pull(_) => "pull",
@@ -161,6 +165,10 @@ async fn dispatch(opts: &ConnectOpts, verb: &Verb) -> Result<u8, CliError> {
             return Ok(u8::try_from(code).unwrap_or(1));
         }
         Verb::PortForward(a) => portforward::port_forward(&c, a).await?,
+        Verb::Attach(a) => {
+            let code = containers::attach(&c, a).await?;
+            return Ok(u8::try_from(code).unwrap_or(1));
+        }
         Verb::Logs(a) => logs::logs(&c, a).await?,
         Verb::Images(a) => images::images(&c, a).await?,
         Verb::Pull(a) => images::pull(&c, a).await?,

@@ -192,6 +192,7 @@ impl Context {
             tty: config.tty,
             stdin: config.stdin,
             stdin_once: config.stdin_once,
+            attach: true,
         };
         let pending = self
             .standby

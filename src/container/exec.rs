@@ -1,7 +1,7 @@
 //! ExecSync and the streaming Exec: run a command in a running container. The process is
 //! started by a one-shot `crius monitor --exec` process through libcontainer's tenant builder
 //! (never in the daemon), with the container's own process settings. Also the validation of
-//! PortForward, whose URL the streaming server serves too.
+//! Attach and PortForward, whose URLs the streaming server serves too.
 
 use crate::context::Context;
 use crate::error::{CriError, CriResult};
@@ -92,6 +92,51 @@ impl Context {
             stdout: req.stdout,
             stderr: req.stderr,
             tty: req.tty,
+        })
+    }
+
+    /// Validates an Attach as kubelet's streaming server and containerd do: a running
+    /// container, at least one stream, not tty with stderr. stdin asked of a container
+    /// created without stdin is accepted and goes nowhere, as in containerd (kubectl asks for
+    /// it whenever `-i` is given).
+    pub fn prepare_attach(
+        &self,
+        req: &cri::AttachRequest,
+    ) -> CriResult<crate::streaming::AttachPlan> {
+        if req.container_id.is_empty() {
+            return Err(CriError::InvalidArgument("container id is empty".into()));
+        }
+        if !req.stdin && !req.stdout && !req.stderr {
+            return Err(CriError::InvalidArgument(
+                "one of stdin, stdout, or stderr must be set".into(),
+            ));
+        }
+        if req.tty && req.stderr {
+            return Err(CriError::InvalidArgument(
+                "tty and stderr cannot both be true".into(),
+            ));
+        }
+        let record = self.refresh_container(self.container(&req.container_id)?);
+        if record.state != ContainerState::Running {
+            return Err(CriError::FailedPrecondition(format!(
+                "container {} is not running (it is {})",
+                record.id,
+                record.state.as_str()
+            )));
+        }
+        if req.stdin && !record.config.stdin {
+            tracing::info!(id = %record.id, "attach asked for stdin of a container created without it; stdin is ignored");
+        }
+        Ok(crate::streaming::AttachPlan {
+            id: record.id.clone(),
+            monitor_dir: self.monitor_dir(&record.id),
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            // What the container has, not what the client said: a tty container's output
+            // is all on stdout, and only it has a window to size.
+            tty: record.config.tty,
+            stdin_once: record.config.stdin_once,
         })
     }
 

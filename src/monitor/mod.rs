@@ -20,7 +20,8 @@
 //!    it itself instead of libcontainer ([`own_cgroup`]): that avoids an RCU grace period per
 //!    create.
 //! 2. The daemon talks to it through [`MonitorClient`] (proto/monitor.proto): start, kill,
-//!    state. One request per connection.
+//!    state. One request per connection, except attach: its connection stays open and is
+//!    served from the poll loop without blocking (`attach.rs`, `attach_client.rs`).
 //! 3. When init exits the monitor reaps it, kills what is left in the container's cgroup,
 //!    deletes the container (helper), writes `<dir>/exit.json` atomically, removes its socket
 //!    and pid file and exits.
@@ -38,6 +39,8 @@
 //! never stop containers. The way to stop a container is a kill request; a monitor that is
 //! killed outright leaves the container to be removed with [`cleanup_orphan`].
 
+mod attach;
+mod attach_client;
 mod cause;
 mod cgroup;
 mod client;
@@ -66,6 +69,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/crius.monitor.v1.rs"));
 }
 
+pub use attach_client::{AttachInput, AttachOutput, OutputStream};
 pub use client::{
     ContainerState, ContainerStatus, MonitorClient, MonitorConfig, MonitorError, PendingCreate,
     cleanup_orphan, pidfd_open, prepare_create, spawn_create,

@@ -1,6 +1,7 @@
 //! Moves the container's output from its pipes (or pty) into the CRI log. Driven by the
 //! monitor's poll loop: the monitor polls [`Pump::fds`] and calls [`Pump::on_ready`]; after
 //! the container exited, [`Pump::drain`] reads what is left until every writer is gone.
+//! Every chunk read also goes to the attached clients ([`Fanout`]).
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -9,6 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
+use super::attach::Fanout;
 use super::cri_log::{CriLog, LineSplitter, MAX_LINE, Stream};
 use super::stdio::MonitorStdio;
 
@@ -25,8 +27,6 @@ struct Output {
 pub struct Pump {
     outputs: Vec<Output>,
     log: Option<CriLog>,
-    /// Held, never written: the container's stdin stays open.
-    _stdin: Option<OwnedFd>,
     /// Set after a failed log write, so a full disk yields one warning, not one per line.
     write_failed: bool,
 }
@@ -38,7 +38,8 @@ fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
 }
 
 impl Pump {
-    /// `ends.stdout` is the pty master for a tty container (logged as stdout).
+    /// `ends.stdout` is the pty master for a tty container (logged as stdout). The stdin
+    /// writer is not the pump's business (see [`Fanout`]) and is closed if still there.
     pub fn new(ends: MonitorStdio, log: Option<CriLog>) -> io::Result<Self> {
         let mut outputs = Vec::with_capacity(2);
         for (fd, stream) in [(ends.stdout, Stream::Stdout), (ends.stderr, Stream::Stderr)] {
@@ -54,7 +55,6 @@ impl Pump {
         Ok(Self {
             outputs,
             log,
-            _stdin: ends.stdin_writer,
             write_failed: false,
         })
     }
@@ -66,9 +66,9 @@ impl Pump {
 
     /// Handles the outputs at `ready` (indexes into [`Pump::fds`], ascending): reads once from
     /// each, and drops those that reached EOF.
-    pub fn on_ready(&mut self, ready: &[usize]) {
+    pub fn on_ready(&mut self, ready: &[usize], fanout: &mut Fanout) {
         for &i in ready.iter().rev() {
-            if i < self.outputs.len() && self.read_once(i) {
+            if i < self.outputs.len() && self.read_once(i, fanout) {
                 let mut done = self.outputs.remove(i);
                 let log = &mut self.log;
                 let failed = &mut self.write_failed;
@@ -79,7 +79,7 @@ impl Pump {
     }
 
     /// Reads once from output `i`; true at end of stream.
-    fn read_once(&mut self, i: usize) -> bool {
+    fn read_once(&mut self, i: usize, fanout: &mut Fanout) -> bool {
         let mut buf = [0u8; READ_CHUNK];
         let out = &mut self.outputs[i];
         let n = loop {
@@ -96,6 +96,7 @@ impl Pump {
             }
         };
         let stream = out.stream;
+        fanout.output(stream, &buf[..n]);
         let log = &mut self.log;
         let failed = &mut self.write_failed;
         out.splitter.feed(&buf[..n], &mut |tag, content| {
@@ -106,7 +107,7 @@ impl Pump {
 
     /// Reads every output to its end (the container is gone, so its writers are closing), or
     /// until `deadline` when something outside the container still holds a write end.
-    pub fn drain(&mut self, deadline: Instant) {
+    pub fn drain(&mut self, deadline: Instant, fanout: &mut Fanout) {
         while !self.outputs.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -135,7 +136,7 @@ impl Pump {
                     .map(|(i, _)| i)
                     .collect()
             };
-            self.on_ready(&ready);
+            self.on_ready(&ready, fanout);
         }
         // Whatever is left is cut off; its pending partial line is still written.
         for mut out in std::mem::take(&mut self.outputs) {

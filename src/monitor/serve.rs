@@ -18,6 +18,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::attach::Fanout;
 use super::cgroup::{ContainerCgroup, MemoryCgroup};
 use super::cri_log::CriLog;
 use super::exit::{self, ExitInfo};
@@ -37,6 +38,8 @@ const DELETE_BACKOFF: Duration = Duration::from_millis(200);
 /// How long the container's output may stay open after it exited and its cgroup was
 /// emptied (only a process outside the container could still hold it).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long attached clients may take to read the last output after the container exited.
+const ATTACH_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long to wait for the pty master after the create helper returned (it is queued by then).
 const CONSOLE_TIMEOUT_MS: u16 = 2000;
 /// Logging touches code (formatting, file writes) whose pages stay resident; trim them at
@@ -125,7 +128,7 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
         undo_files();
         return Err(io_err("write", &pid_file)(e));
     }
-    let (container, pump) = match create(cfg) {
+    let (container, pump, fanout) = match create(cfg) {
         Ok(c) => c,
         Err(e) => {
             undo_files();
@@ -140,6 +143,7 @@ pub fn setup(cfg: &ServeConfig) -> Result<Monitor, ServeError> {
         signals,
         container,
         pump,
+        fanout,
         exited: None,
     })
 }
@@ -167,7 +171,7 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
+fn create(cfg: &ServeConfig) -> Result<(Container, Pump, Fanout), ServeError> {
     let state_dir = cfg.runtime_root.join(&cfg.id);
     // Never clean up what an earlier attempt (or another container) owns.
     if state_dir.exists() {
@@ -225,18 +229,26 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
     // With a tty the output comes from the pty master that the container's setup sent.
     let reply = reply.and_then(|init| {
         let mut ends = ends;
+        let mut tty = None;
         if let Some(console) = &console {
             let master = console
                 .receive_master(CONSOLE_TIMEOUT_MS)
                 .map_err(io_err("receive the pty master on", console.path()))?;
+            tty = Some(
+                master
+                    .try_clone()
+                    .map_err(io_err("duplicate the pty master from", console.path()))?,
+            );
             ends.stdout = Some(master);
         }
+        let fanout = attach_ends(cfg, &mut ends, tty)
+            .map_err(|e| ServeError::Setup(format!("container stdin: {e}")))?;
         let pump = Pump::new(ends, log)
             .map_err(|e| ServeError::Setup(format!("container output: {e}")))?;
-        Ok((init, pump))
+        Ok((init, pump, fanout))
     });
     drop(console);
-    let (init, pump) = match reply {
+    let (init, pump, fanout) = match reply {
         Ok(created) => created,
         Err(e) => {
             // A container that was created but whose output cannot be taken is killed first.
@@ -278,7 +290,28 @@ fn create(cfg: &ServeConfig) -> Result<(Container, Pump), ServeError> {
         cgroup: None,
         memory: None,
     };
-    Ok((container, pump))
+    Ok((container, pump, fanout))
+}
+
+/// The attach side of the container's streams: where attached clients' stdin goes (the
+/// stdin pipe, or the pty master of a tty container created with stdin) and the pty master
+/// for window sizes. Both are non-blocking: the monitor never waits on the container.
+fn attach_ends(
+    cfg: &ServeConfig,
+    ends: &mut super::stdio::MonitorStdio,
+    tty: Option<std::os::fd::OwnedFd>,
+) -> io::Result<Fanout> {
+    let stdin = match (&tty, ends.stdin_writer.take()) {
+        (Some(master), _) if cfg.stdio.stdin => Some(master.try_clone()?),
+        (Some(_), _) => None,
+        (None, writer) => writer,
+    };
+    for fd in stdin.iter().chain(tty.iter()) {
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    }
+    Ok(Fanout::new(&cfg.id, stdin, tty, cfg.stdio.stdin_once))
 }
 
 /// init's pid from libcontainer's state, for cleaning up a create that succeeded in
@@ -299,6 +332,7 @@ pub struct Monitor {
     signals: SignalFd,
     container: Container,
     pump: Pump,
+    fanout: Fanout,
     exited: Option<ExitInfo>,
 }
 
@@ -344,11 +378,18 @@ impl Monitor {
         sys::trim_file_pages();
         let mut last_trim = Instant::now();
         while self.exited.is_none() {
-            let (sig_ready, conn_ready, output_ready) = {
-                let mut fds = Vec::with_capacity(4);
+            let (sig_ready, conn_ready, output_ready, attach_ready) = {
+                let mut fds = Vec::with_capacity(8);
                 fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
                 fds.extend(self.pump.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+                let outputs_end = fds.len();
+                fds.extend(
+                    self.fanout
+                        .poll_fds()
+                        .into_iter()
+                        .map(|(fd, flags)| PollFd::new(fd, flags)),
+                );
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
@@ -357,18 +398,26 @@ impl Monitor {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                let outputs: Vec<usize> = fds[2..]
+                let outputs: Vec<usize> = fds[2..outputs_end]
                     .iter()
                     .enumerate()
                     .filter(|(_, f)| ready(f))
                     .map(|(i, _)| i)
                     .collect();
-                (ready(&fds[0]), ready(&fds[1]), outputs)
+                let attach: Vec<PollFlags> = fds[outputs_end..]
+                    .iter()
+                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                    .collect();
+                (ready(&fds[0]), ready(&fds[1]), outputs, attach)
             };
+            // Clients first: their indexes are only valid until new output drops a slow one.
+            if attach_ready.iter().any(|r| !r.is_empty()) {
+                self.fanout.on_ready(&attach_ready);
+            }
             // Output first: what the container wrote before it exited is logged before the
             // exit is handled.
             if !output_ready.is_empty() {
-                self.pump.on_ready(&output_ready);
+                self.pump.on_ready(&output_ready, &mut self.fanout);
                 if last_trim.elapsed() >= TRIM_INTERVAL {
                     sys::trim_file_pages();
                     last_trim = Instant::now();
@@ -452,7 +501,10 @@ impl Monitor {
         let cleanup_error = self.delete();
         // Every process of the container is gone now, so its output reaches EOF; the log is
         // complete before the exit record says the container ended.
-        self.pump.drain(Instant::now() + DRAIN_TIMEOUT);
+        self.pump
+            .drain(Instant::now() + DRAIN_TIMEOUT, &mut self.fanout);
+        // Attached clients get what is queued for them, then EOF: the output is complete.
+        self.fanout.finish(Instant::now() + ATTACH_FLUSH_TIMEOUT);
         let Some(mut info) = self.exited.take() else {
             return 1;
         };
@@ -526,7 +578,8 @@ impl Monitor {
         }
     }
 
-    /// One request and its response per connection.
+    /// One request and its response per connection; an answered Attach keeps its connection
+    /// as an attached client.
     fn serve_one(&mut self, mut stream: UnixStream) -> io::Result<()> {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -542,6 +595,7 @@ impl Monitor {
         }
         let request: proto::Request = wire::read_msg(&mut stream)?;
         let response = match request.op {
+            Some(Op::Attach(a)) => return self.attach(stream, a.stdin),
             Some(Op::Start(_)) => self.start(),
             Some(Op::Kill(k)) => self.kill(k.signal, k.all),
             Some(Op::State(_)) => Ok(()),
@@ -553,6 +607,25 @@ impl Monitor {
             state: Some(self.state()),
         };
         wire::write_msg(&mut stream, &response)
+    }
+
+    fn attach(&mut self, mut stream: UnixStream, stdin: bool) -> io::Result<()> {
+        let refused = if self.container.status == Status::Exited {
+            Some("container is not running")
+        } else if !self.fanout.has_room() {
+            Some("too many attached clients")
+        } else {
+            None
+        };
+        let response = proto::Response {
+            error: refused.unwrap_or_default().to_owned(),
+            state: Some(self.state()),
+        };
+        wire::write_msg(&mut stream, &response)?;
+        if refused.is_some() {
+            return Ok(());
+        }
+        self.fanout.add(stream, stdin)
     }
 
     fn state(&self) -> proto::State {

@@ -2,13 +2,13 @@
 //! other ends the monitor keeps.
 //!
 //! - No log path and no tty (pod sandboxes): every stream is /dev/null.
-//! - A log path: stdout and stderr are pipes whose read ends the monitor polls and writes to
-//!   the CRI log.
+//! - A log path (or `attach`): stdout and stderr are pipes whose read ends the monitor polls
+//!   and writes to the CRI log (if any) and to attached clients.
 //! - A tty: libcontainer opens a pty inside the container (on its devpts) and sends the master
 //!   over a console socket; the monitor listens on that socket before the create helper runs
 //!   and receives the master afterwards. The tty's output is logged as "stdout".
-//! - stdin: a pipe whose write end the monitor holds (nothing is written yet: attach is not
-//!   implemented), so a process reading stdin blocks instead of reading EOF; /dev/null
+//! - stdin: a pipe whose write end the monitor holds, so a process reading stdin blocks
+//!   instead of reading EOF, and attached clients' stdin is written to it; /dev/null
 //!   otherwise. With a tty, stdin is the tty.
 
 use nix::fcntl::OFlag;
@@ -29,8 +29,12 @@ pub struct Stdio {
     pub tty: bool,
     /// Keep stdin open (a pipe) instead of /dev/null.
     pub stdin: bool,
-    /// Close stdin after the first attach detaches (kept for attach; no effect yet).
+    /// Close stdin after the first attached client detaches (not with a tty, as containerd).
     pub stdin_once: bool,
+    /// Keep the output readable for attached clients even without a log path (every
+    /// container; sandboxes leave it false and their output goes to /dev/null).
+    #[serde(default)]
+    pub attach: bool,
 }
 
 /// The three descriptors that become the init process's fds 0, 1 and 2.
@@ -106,7 +110,7 @@ impl Plumbing {
             dev_null(false)?
         };
         // Without a log the output goes nowhere, as it always did for sandboxes.
-        let (stdout, stderr) = if cfg.log_path.is_some() {
+        let (stdout, stderr) = if cfg.log_path.is_some() || cfg.attach {
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
             monitor.stdout = Some(out_r);

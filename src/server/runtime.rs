@@ -234,8 +234,13 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        not_yet("Attach")
+    /// Validates now (unknown: NotFound, not running: FailedPrecondition) and returns a
+    /// single-use URL; the attach itself goes through the container's monitor.
+    #[tracing::instrument(name = "Attach", skip_all, fields(id = %req.get_ref().container_id))]
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        let plan = self.ctx.prepare_attach(req.get_ref())?;
+        let url = self.issue(Pending::Attach(plan))?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     #[tracing::instrument(name = "PortForward", skip_all, fields(pod = %req.get_ref().pod_sandbox_id))]

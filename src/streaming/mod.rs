@@ -9,6 +9,7 @@
 //! and attach, portforward ([`portforward`]) for port forwarding. An unknown, used or expired
 //! token gets 404. Connections idle for `stream_idle_timeout` are closed.
 
+pub mod attach;
 pub mod channel;
 pub mod http;
 pub mod portforward;
@@ -26,11 +27,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+pub use attach::AttachPlan;
 pub use remotecommand::ExecPlan;
 
 /// What a token stands for.
 pub enum Pending {
     Exec(Box<ExecPlan>),
+    Attach(AttachPlan),
     PortForward(PortForwardPlan),
 }
 
@@ -38,6 +41,7 @@ impl Pending {
     fn kind(&self) -> &'static str {
         match self {
             Pending::Exec(_) => "exec",
+            Pending::Attach(_) => "attach",
             Pending::PortForward(_) => "portforward",
         }
     }
@@ -193,6 +197,7 @@ impl StreamServer {
         let io = http::Prefixed::new(rest, io);
         match pending {
             Pending::Exec(plan) => remotecommand::serve_exec(io, &head, *plan, self.idle).await,
+            Pending::Attach(plan) => attach::serve_attach(io, &head, plan, self.idle).await,
             Pending::PortForward(plan) => portforward::serve(io, &head, plan, self.idle).await,
         }
     }

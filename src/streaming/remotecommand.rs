@@ -71,7 +71,7 @@ pub struct Channels {
 }
 
 /// The negotiated protocol version (1 to 5), SPDY or WebSocket name.
-fn version_of(protocol: Option<&str>) -> u8 {
+pub(super) fn version_of(protocol: Option<&str>) -> u8 {
     match protocol {
         Some("v5.channel.k8s.io") => 5,
         Some("v4.channel.k8s.io" | "v4.base64.channel.k8s.io") => 4,
@@ -272,7 +272,7 @@ async fn relay(ch: &mut Channels, proc: &mut ExecStream) -> Result<i32, MonitorE
 }
 
 /// Ends stdout/stderr, writes the status on the error stream and ends it.
-async fn finish(ch: &mut Channels, version: u8, result: Result<i32, MonitorError>) {
+pub(super) async fn finish(ch: &mut Channels, version: u8, result: Result<i32, MonitorError>) {
     for s in [&mut ch.stdout, &mut ch.stderr].into_iter().flatten() {
         let _ = s.close().await;
     }
@@ -391,7 +391,7 @@ struct TerminalSize {
 
 /// Parses every complete JSON size in `buf`, leaving an incomplete tail. Bad JSON empties
 /// the buffer (nothing later could be trusted to line up).
-fn parse_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
+pub(super) fn parse_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     let mut sizes = Vec::new();
     let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<TerminalSize>();
     let mut consumed = 0;

@@ -191,11 +191,15 @@ fn control(out: &mut Vec<u8>, kind: u16, flags: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// What the server writes.
+/// What the server writes (and SYN_STREAM, which only the built-in client sends).
 #[derive(Debug)]
 pub enum OutFrame {
     SynReply {
         stream_id: u32,
+    },
+    SynStream {
+        stream_id: u32,
+        headers: Vec<(String, String)>,
     },
     Data {
         stream_id: u32,
@@ -219,6 +223,17 @@ pub fn write(out: &mut Vec<u8>, f: &OutFrame, enc: &mut Encoder) {
             let mut p = stream_id.to_be_bytes().to_vec();
             p.extend_from_slice(&enc.encode(&[]));
             control(out, TYPE_SYN_REPLY, 0, &p);
+        }
+        OutFrame::SynStream { stream_id, headers } => {
+            // Associated stream 0, priority 0, then the header block.
+            let mut p = stream_id.to_be_bytes().to_vec();
+            p.extend_from_slice(&[0; 6]);
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            p.extend_from_slice(&enc.encode(&pairs));
+            control(out, TYPE_SYN_STREAM, 0, &p);
         }
         OutFrame::Data {
             stream_id,
