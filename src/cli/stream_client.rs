@@ -350,16 +350,28 @@ pub async fn remote_command(url: &str, opts: RemoteOpts) -> Result<i32, StreamEr
     } else {
         None
     };
-    // One writer task; stdin and resizes queue for it.
+    // One writer task; stdin and resizes queue for it. It closes the WebSocket only once the
+    // session is over: with nothing to send (no stdin, no tty) its queue ends at once, and a
+    // close then would end the exec before it ran.
     let (tx, mut rx) = mpsc::channel::<(u8, Option<Bytes>)>(16);
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
-        while let Some((ch, data)) = rx.recv().await {
-            let r = match data {
-                Some(d) => wr.send(ch, &d).await,
-                None => wr.close_channel(ch).await,
-            };
-            if r.is_err() {
-                break;
+        let mut queue_open = true;
+        loop {
+            tokio::select! {
+                item = rx.recv(), if queue_open => match item {
+                    Some((ch, data)) => {
+                        let r = match data {
+                            Some(d) => wr.send(ch, &d).await,
+                            None => wr.close_channel(ch).await,
+                        };
+                        if r.is_err() {
+                            return;
+                        }
+                    }
+                    None => queue_open = false,
+                },
+                _ = &mut done_rx => break,
             }
         }
         let _ = wr.close().await;
@@ -433,7 +445,8 @@ pub async fn remote_command(url: &str, opts: RemoteOpts) -> Result<i32, StreamEr
         }
     };
     tasks.abort_all();
-    writer.abort();
+    let _ = done_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
     result?;
     if status.is_empty() {
         return Ok(0);
