@@ -46,6 +46,8 @@ pub struct DaemonOpts {
     pub log_level: Option<String>,
     /// The state dir's name under the daemon's temp dir (default "state").
     pub state_dir_name: Option<String>,
+    /// --cgroup-driver (default "cgroupfs").
+    pub cgroup_driver: Option<String>,
 }
 
 impl DaemonOpts {
@@ -192,7 +194,8 @@ impl TestDaemon {
             .arg(self.cni_conf_dir())
             .arg("--cni-bin-dir")
             .arg("/usr/lib/cni")
-            .args(["--cgroup-driver", "cgroupfs"])
+            .arg("--cgroup-driver")
+            .arg(self.opts.cgroup_driver.as_deref().unwrap_or("cgroupfs"))
             .arg("--log-level")
             .arg(self.opts.log_level.as_deref().unwrap_or("debug"));
         for d in &self.opts.extra_cni_bin_dirs {
