@@ -4,6 +4,7 @@
 //! reaped by its own `crius monitor` process so that libcontainer never runs inside the
 //! multi-threaded daemon and containers outlive daemon restarts.
 
+pub mod cgroup_driver;
 pub mod cli;
 pub mod config;
 pub mod container;

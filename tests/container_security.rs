@@ -228,7 +228,10 @@ async fn memory_limit_update_oom_and_stats() {
     );
     resources(&mut hog).memory_limit_in_bytes = 16 << 20;
     let hog = d.run_container(&pod, &pod_config, hog).await;
-    let status = d.wait_exited(&hog, Duration::from_secs(60)).await;
+    // Filling 16 MiB through a shell variable takes minutes in a TCG guest (hack/vm/run).
+    let status = d
+        .wait_exited(&hog, common::scaled(Duration::from_secs(60)))
+        .await;
     assert_eq!(
         (status.exit_code, status.reason.as_str()),
         (137, "OOMKilled"),

@@ -1,6 +1,8 @@
 //! Real-container tests of the monitor's stdio: CRI logs (lines, partials, long lines, tty,
 //! rotation, survival without a client), OOM detection and exec (root only; busybox).
 
+mod common;
+
 use crius::monitor::{
     ExecRequest, MonitorClient, MonitorConfig, MonitorError, Stdio, exec_sync, spawn_create,
 };
@@ -232,7 +234,7 @@ fn pair(tag: &str, content: &str) -> (String, String) {
 
 async fn wait_exit(client: &MonitorClient) -> crius::monitor::ExitInfo {
     client
-        .wait_exited(Duration::from_secs(20))
+        .wait_exited(common::scaled(Duration::from_secs(20)))
         .await
         .unwrap()
         .expect("exited in time")

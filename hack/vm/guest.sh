@@ -53,19 +53,38 @@ for entry in $TESTS; do
 done
 
 # --- crius as a systemd service, as the README installs it ----------------------------------
-service_check() {
-    install -m 0755 "$share/bin/crius" /usr/local/bin/crius
-    install -m 0644 "$share/crius.service" /etc/systemd/system/crius.service
-    systemctl daemon-reload && systemctl enable --now crius || return 1
-    local pod pid pid2
+wait_daemon() {
     for _ in $(seq 60); do
-        crius version >/dev/null 2>&1 && break
+        crius version >/dev/null 2>&1 && return 0
         sleep 1
     done
-    crius version || return 1
-    cat >/tmp/vm-pod.json <<'EOF'
+    crius version
+}
+# service_check DRIVER: with that cgroup driver, a pod survives `systemctl restart crius` and
+# `systemctl daemon-reload`, and nothing of it is left after stopp/rmp.
+service_check() {
+    local driver=$1 pod pid pid2 parent unit
+    mkdir -p /etc/crius
+    printf 'cgroup_driver = "%s"\n' "$driver" >/etc/crius/config.toml
+    install -m 0755 "$share/bin/crius" /usr/local/bin/crius
+    install -m 0644 "$share/crius.service" /etc/systemd/system/crius.service
+    systemctl daemon-reload && systemctl enable crius && systemctl restart crius || return 1
+    wait_daemon || return 1
+    if [ "$(systemctl show -p Delegate --value crius)" != yes ] ||
+        [ "$(systemctl show -p KillMode --value crius)" != process ]; then
+        log "crius.service: Delegate/KillMode not as shipped"
+        return 1
+    fi
+    # kubelet's pod cgroup parent: a slice with the systemd driver, a path with cgroupfs.
+    if [ "$driver" = systemd ]; then
+        parent=kubepods-besteffort-podvmservice.slice
+    else
+        parent=/kubepods/besteffort/podvmservice
+    fi
+    cat >/tmp/vm-pod.json <<EOF
 {"metadata": {"name": "vm-service", "namespace": "default", "uid": "vm-service-uid", "attempt": 0},
- "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}}
+ "linux": {"cgroup_parent": "$parent",
+           "security_context": {"namespace_options": {"network": "NODE"}}}}
 EOF
     pod=$(crius runp /tmp/vm-pod.json) || return 1
     log "pod $pod running"
@@ -75,11 +94,14 @@ EOF
         return 1
     fi
     log "pause pid $pid, cgroup $(cat /proc/"$pid"/cgroup)"
-    systemctl restart crius || return 1
-    for _ in $(seq 60); do
-        crius version >/dev/null 2>&1 && break
-        sleep 1
-    done
+    unit=crius-$pod.scope
+    if [ "$driver" = systemd ]; then
+        grep -q "/$parent/$unit\$" /proc/"$pid"/cgroup ||
+            { log "pause not in $unit under $parent"; return 1; }
+        [ "$(systemctl is-active "$unit")" = active ] || { log "$unit not active"; return 1; }
+    fi
+    systemctl restart crius && systemctl daemon-reload || return 1
+    wait_daemon || return 1
     [ "$(crius pods -q --id "$pod" --state ready)" = "$pod" ] ||
         { log "pod $pod not Ready after systemctl restart crius"; crius pods; return 1; }
     pid2=$(crius inspectp "$pod" | jq -r '.info.info.pid // .info.pid // empty')
@@ -87,18 +109,39 @@ EOF
         log "pause changed after restart: $pid -> $pid2"
         return 1
     fi
-    log "pod $pod survived systemctl restart crius (pause $pid)"
+    if [ "$driver" = systemd ] && [ "$(systemctl is-active "$unit")" != active ]; then
+        log "$unit not active after restart and daemon-reload"
+        return 1
+    fi
+    log "pod $pod survived systemctl restart crius and daemon-reload (pause $pid)"
     crius stopp "$pod" && crius rmp "$pod" || return 1
     [ -z "$(crius pods -q)" ] || { log "pods left: $(crius pods)"; return 1; }
+    local left
+    if [ "$driver" = systemd ]; then
+        if systemctl list-units --all --plain --no-legend 'crius-*' | grep -q "$pod"; then
+            log "$unit left: $(systemctl list-units --all --plain --no-legend 'crius-*')"
+            return 1
+        fi
+        # kubelet removes its pod slice; crius must leave it empty.
+        left=$(find /sys/fs/cgroup/kubepods.slice -mindepth 3 -type d)
+        systemctl stop "$parent" kubepods-besteffort.slice kubepods.slice
+    else
+        left=$(find "/sys/fs/cgroup$parent" -mindepth 1 -type d 2>/dev/null)
+        rmdir "/sys/fs/cgroup$parent" /sys/fs/cgroup/kubepods/besteffort /sys/fs/cgroup/kubepods
+    fi
+    [ -z "$left" ] || { log "cgroups left under $parent: $left"; return 1; }
+    log "nothing of pod $pod left"
     systemctl stop crius
 }
 if [ "$NO_SERVICE" != 1 ]; then
-    log "== crius.service"
-    service_check >"$results/service.log" 2>&1
-    r=$?
-    cat "$results/service.log"
-    journalctl -u crius --no-pager >"$results/crius-journal.log" 2>&1
-    record crius.service "$r"
+    for driver in cgroupfs systemd; do
+        log "== crius.service ($driver driver)"
+        service_check "$driver" >"$results/service-$driver.log" 2>&1
+        r=$?
+        cat "$results/service-$driver.log"
+        journalctl -u crius --no-pager >"$results/crius-journal-$driver.log" 2>&1
+        record "crius.service/$driver" "$r"
+    done
 fi
 
 log "summary:"

@@ -389,15 +389,5 @@ fn spec_error(e: crate::oci::SpecError) -> CriError {
 
 /// A container's cgroup sits beside the sandbox's, under the pod's cgroup parent.
 fn container_cgroups_path(sandbox: &SandboxRecord, id: &str) -> String {
-    match sandbox.cgroups_path.rsplit_once('/') {
-        Some((parent, _)) if !parent.is_empty() => {
-            let leaf = if parent == "/crius" {
-                id.to_string()
-            } else {
-                format!("crius-{id}")
-            };
-            format!("{parent}/{leaf}")
-        }
-        _ => format!("/crius/{id}"),
-    }
+    crate::cgroup_driver::container_cgroup(&sandbox.cgroups_path, id)
 }

@@ -89,6 +89,19 @@ impl Context {
                 }
             }
         }
+        if crate::cgroup_driver::is_scope(cgroups_path) {
+            // The monitor's delete asked systemd to stop the scope; ask again (a no-op when it
+            // is gone) and clear a failed state, so no unit is left listed.
+            let path = cgroups_path.to_owned();
+            let stopped =
+                tokio::task::spawn_blocking(move || crate::cgroup_driver::stop_scope(&path))
+                    .await
+                    .map_err(|e| CriError::Internal(format!("stop scope task: {e}")))?;
+            if let Err(e) = stopped {
+                tracing::warn!(container = %id, error = %e, "stopping the systemd scope");
+                return Err(CriError::internal(format!("container {id}"), e));
+            }
+        }
         let Some(dir) = v2_cgroup_dir(cgroups_path) else {
             return Ok(());
         };

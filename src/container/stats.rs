@@ -82,12 +82,17 @@ impl Context {
             .collect();
         // kubelet's pod cgroup counts the pause and every container (even removed ones); with
         // no pod cgroup, the sum of the pause's and the running containers'.
-        let parent = s
+        // The pod's cgroup is the directory of the pause's (a slice's path with the systemd
+        // driver, the cgroup parent itself with cgroupfs).
+        let has_parent = s
             .config
             .linux
             .as_ref()
-            .map(|l| l.cgroup_parent.trim_end_matches('/').to_string())
-            .unwrap_or_default();
+            .is_some_and(|l| !l.cgroup_parent.trim_end_matches('/').is_empty());
+        let parent = match s.cgroups_path.rsplit_once('/') {
+            Some((dir, _)) if has_parent => dir.to_string(),
+            _ => String::new(),
+        };
         let (cg, nano) = if !s.is_ready() {
             (None, None)
         } else if !parent.is_empty() {

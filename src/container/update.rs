@@ -1,5 +1,6 @@
 //! UpdateContainerResources: new CPU, memory and hugepage limits written to the running
-//! container's cgroup files (cgroupfs driver, v1 or v2), then remembered in its record.
+//! container's cgroup files (cgroupfs driver, v1 or v2) or set on its systemd scope (systemd
+//! driver), then remembered in its record.
 //!
 //! The files are written here rather than through libcontainer: it is plain cgroupfs I/O with no
 //! effect on the daemon's own process, and the monitor has no business holding resource state.
@@ -19,6 +20,8 @@ pub enum UpdateError {
     BadPath(String),
     #[error("no {0} controller on this node")]
     NoController(&'static str),
+    #[error(transparent)]
+    Systemd(#[from] crate::cgroup_driver::DriverError),
     #[error("writing {value:?} to {path}: {source}")]
     Write {
         path: PathBuf,
@@ -51,10 +54,18 @@ impl Context {
             }
             let oci = crate::oci::linux_resources(&resources, &crate::oci::HostFeatures::detect());
             let path = record.cgroups_path.clone();
-            tokio::task::spawn_blocking(move || apply(&path, &oci))
-                .await
-                .map_err(|e| CriError::Internal(format!("update task: {e}")))?
-                .map_err(|e| CriError::internal(format!("updating resources of {id}"), e))?;
+            tokio::task::spawn_blocking(move || {
+                if crate::cgroup_driver::is_scope(&path) {
+                    // systemd owns a scope's cgroup: properties on the unit, or its next
+                    // reload would put the old values back. The files too, as runc does: systemd
+                    // has no property for some (hugetlb), and the values agree.
+                    crate::cgroup_driver::update_scope(&path, &oci)?;
+                }
+                apply(&path, &oci)
+            })
+            .await
+            .map_err(|e| CriError::Internal(format!("update task: {e}")))?
+            .map_err(|e| CriError::internal(format!("updating resources of {id}"), e))?;
             ctx.containers
                 .update(&id, |r| r.resources = Some(resources))
                 .map_err(|e| CriError::internal("updating container record", e))?;

@@ -68,7 +68,10 @@ pub fn create(
     let builder = builder_with_stdio(id, runtime_root, stdio).map_err(|e| describe(&e))?;
     let mut container = builder
         .as_init(bundle)
-        .with_systemd(false)
+        // libcgroups takes the systemd manager only for a `slice:prefix:name` cgroupsPath (the
+        // systemd driver's specs, see cgroup_driver::spec_path); absolute paths keep cgroupfs.
+        // The choice is kept in libcontainer's state, so kill, delete and exec follow it.
+        .with_systemd(true)
         // Detached: the container's stdio is what we pass, never this process's terminal.
         .with_detach(true)
         .build()

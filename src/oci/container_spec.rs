@@ -159,7 +159,10 @@ pub fn container_spec(input: &ContainerSpecInput) -> Result<Spec, SpecError> {
     // namespace, which the container joins.
     linux.set_sysctl(None);
     linux.set_resources(Some(linux_resources));
-    linux.set_cgroups_path(Some(input.cgroups_path.into()));
+    // systemd's `slice:crius:<id>` for a scope (libcontainer's systemd manager), else the path.
+    linux.set_cgroups_path(Some(
+        crate::cgroup_driver::spec_path(input.cgroups_path).into(),
+    ));
     linux.set_namespaces(Some(linux_namespaces));
     // None: libcontainer creates only its standard nodes (null, zero, full, tty, random...).
     linux.set_devices((!spec_devices.is_empty()).then_some(spec_devices));

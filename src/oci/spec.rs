@@ -66,7 +66,8 @@ pub fn sandbox_cgroup_spec(config: &PodSandboxConfig, cgroups_path: &str) -> Spe
         .is_some_and(|sc| sc.privileged);
     let mut linux = Linux::default();
     linux.set_resources(Some(sandbox_resources(privileged)));
-    linux.set_cgroups_path(Some(cgroups_path.into()));
+    // systemd's `slice:crius:<id>` for a scope (libcontainer's systemd manager), else the path.
+    linux.set_cgroups_path(Some(crate::cgroup_driver::spec_path(cgroups_path).into()));
     let mut spec = Spec::default();
     spec.set_mounts(None);
     spec.set_linux(Some(linux));
@@ -106,7 +107,10 @@ pub fn sandbox_spec(input: &SandboxSpecInput) -> Result<Spec, SpecError> {
         Some(sysctls.clone())
     });
     linux.set_resources(Some(sandbox_resources(privileged)));
-    linux.set_cgroups_path(Some(input.cgroups_path.into()));
+    // systemd's `slice:crius:<id>` for a scope (libcontainer's systemd manager), else the path.
+    linux.set_cgroups_path(Some(
+        crate::cgroup_driver::spec_path(input.cgroups_path).into(),
+    ));
     linux.set_namespaces(Some(ns.linux_namespaces(input.netns_path)));
     // None: libcontainer creates its standard device nodes (null, zero, full, tty, random...).
     linux.set_devices(None);

@@ -1,6 +1,7 @@
 //! Where a sandbox's files live. Kept in one place so run, stop, remove and recovery agree.
 
 use super::Context;
+use crate::error::{CriError, CriResult};
 use crate::monitor::MonitorConfig;
 use std::path::PathBuf;
 
@@ -40,15 +41,16 @@ impl Context {
         self.config.runtime_dir()
     }
 
-    /// The cgroup of the sandbox: kubelet's pod cgroup when given (cgroupfs form), else ours.
-    pub fn sandbox_cgroups_path(&self, cgroup_parent: &str, id: &str) -> String {
-        let parent = cgroup_parent.trim_end_matches('/');
-        if parent.is_empty() {
-            format!("/crius/{id}")
-        } else if parent.starts_with('/') {
-            format!("{parent}/crius-{id}")
-        } else {
-            format!("/{parent}/crius-{id}")
-        }
+    /// The cgroup of the sandbox (relative to the cgroup root): in kubelet's pod cgroup when
+    /// given, in the form of the configured driver. A parent the driver cannot use (a path
+    /// with the systemd driver) is the caller's mistake.
+    pub fn sandbox_cgroups_path(&self, cgroup_parent: &str, id: &str) -> CriResult<String> {
+        let driver = self.config.cgroup_driver;
+        crate::cgroup_driver::sandbox_cgroup(driver, cgroup_parent, id).map_err(|e| {
+            CriError::InvalidArgument(format!(
+                "linux.cgroup_parent with cgroup_driver {}: {e}",
+                driver.as_str()
+            ))
+        })
     }
 }

@@ -85,6 +85,7 @@ impl Context {
             .as_ref()
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default();
+        let cgroups_path = self.sandbox_cgroups_path(&cgroup_parent, &id)?;
         let record = SandboxRecord {
             version: RECORD_VERSION,
             id: id.clone(),
@@ -100,7 +101,7 @@ impl Context {
             network: None,
             init_pid: None,
             monitor_pid: None,
-            cgroups_path: self.sandbox_cgroups_path(&cgroup_parent, &id),
+            cgroups_path,
         };
         // The monitor starts now and waits for the bundle: its exec overlaps with the record,
         // rootfs and spec below. It starts the pause as soon as it is created (nothing has to

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 /// How long a killed pause process may take to be reaped before Stop reports an error.
 const KILL_WAIT: Duration = Duration::from_secs(10);
+/// How long systemd may take to remove a stopped scope's cgroup.
+const SCOPE_WAIT: Duration = Duration::from_secs(10);
 
 impl Context {
     /// Kill a container's init (and anything else in its cgroup) and wait until its monitor has
@@ -79,6 +81,16 @@ impl Context {
         let Some(record) = self.sandboxes.get(id) else {
             return Ok(());
         };
+        if crate::cgroup_driver::is_scope(&record.cgroups_path) {
+            // systemd driver: the pause's scope is systemd's to remove once stopped.
+            let path = record.cgroups_path.clone();
+            return tokio::task::spawn_blocking(move || {
+                crate::cgroup_driver::stop_scope_and_wait(&path, SCOPE_WAIT)
+            })
+            .await
+            .map_err(|e| CriError::Internal(format!("stop scope task: {e}")))?
+            .map_err(|e| CriError::internal(format!("removing the scope of sandbox {id}"), e));
+        }
         let spec = crate::oci::spec::sandbox_cgroup_spec(&record.config, &record.cgroups_path);
         tokio::task::spawn_blocking(move || crate::monitor::own_cgroup::remove_for(&spec))
             .await

@@ -112,6 +112,14 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    if config.cgroup_driver == CgroupDriver::Systemd {
+        // Refused before anything is made: pods would fail one by one otherwise, each with
+        // libcontainer's less telling error.
+        tokio::task::spawn_blocking(crate::cgroup_driver::check_systemd)
+            .await?
+            .context("cgroup_driver = \"systemd\"")?;
+        tracing::info!("cgroup driver: systemd (transient scopes over D-Bus)");
+    }
     for dir in [&config.root, &config.state] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

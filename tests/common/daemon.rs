@@ -51,6 +51,8 @@ pub struct DaemonOpts {
     pub disk_size: Option<String>,
     /// The crius binary to run (default: this build's); measurements compare two builds.
     pub binary: Option<PathBuf>,
+    /// --cgroup-driver (default "cgroupfs").
+    pub cgroup_driver: Option<String>,
 }
 
 impl DaemonOpts {
@@ -225,7 +227,8 @@ impl TestDaemon {
             .arg(self.cni_conf_dir())
             .arg("--cni-bin-dir")
             .arg("/usr/lib/cni")
-            .args(["--cgroup-driver", "cgroupfs"])
+            .arg("--cgroup-driver")
+            .arg(self.opts.cgroup_driver.as_deref().unwrap_or("cgroupfs"))
             .arg("--log-level")
             .arg(self.opts.log_level.as_deref().unwrap_or("debug"));
         for d in &self.opts.extra_cni_bin_dirs {
