@@ -1,6 +1,7 @@
 //! A CRI v1 client over a unix socket and the pod/container configs every scenario uses, so both
 //! runtimes get byte-identical requests.
 
+use crate::podcgroup::Qos;
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -43,14 +44,52 @@ pub async fn answers(cri: &mut Cri) -> bool {
         && cri.rt.status(StatusRequest::default()).await.is_ok()
 }
 
+/// The container's CPU request in the Burstable and Guaranteed pods (100m), as kubelet turns it
+/// into cpu shares; the Guaranteed pod's 100m limit as a CFS quota of a 100 ms period.
+pub const REQUEST_CPU_SHARES: u64 = 102;
+pub const GUARANTEED_CPU_QUOTA: i64 = 10_000;
+const CPU_PERIOD: i64 = 100_000;
+/// Memory: the Guaranteed pod's request = limit; the Burstable pod's limit (its request is half).
+pub const GUARANTEED_MEMORY: i64 = 64 << 20;
+pub const BURSTABLE_MEMORY_LIMIT: i64 = 128 << 20;
+/// The pod security context every bench pod has: runAsUser, fsGroup and supplementalGroups.
+const RUN_AS_USER: i64 = 1000;
+const FS_GROUP: i64 = 2000;
+const SUPPLEMENTAL_GROUP: i64 = 3000;
+
+/// kubelet's default masked and read-only paths for an unprivileged container
+/// (k8s.io/kubernetes/pkg/securitycontext).
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// Everything that makes the generated pods unique to one bench run.
 #[derive(Debug, Clone)]
 pub struct PodTemplate {
     /// Distinguishes this run's pods from anything else on the runtime.
     pub tag: String,
-    /// Parent of every pod cgroup (cgroupfs path), removed by hack/bench/run afterwards.
+    /// Parent of kubepods (cgroupfs path), removed by hack/bench/run afterwards.
     pub cgroup_root: String,
     pub log_root: PathBuf,
+    /// Per-pod files kubelet bind-mounts into containers (/etc/hosts, termination log, token).
+    pub pod_root: PathBuf,
     pub busybox: String,
 }
 
@@ -60,14 +99,69 @@ pub enum Net {
     Bridge,
 }
 
+/// One pod as kubelet would ask for it: its sandbox config, QoS class and pod cgroup.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub name: String,
+    pub qos: Qos,
+    pub cgroup: String,
+    pub config: PodSandboxConfig,
+}
+
+fn seccomp_runtime_default() -> Option<SecurityProfile> {
+    Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+        localhost_ref: String::new(),
+    })
+}
+
+/// The container resources kubelet computes for the bench's one container per QoS class
+/// (kuberuntime's generateLinuxContainerResources; oom_score_adj from the QoS policy).
+fn container_resources(qos: Qos) -> LinuxContainerResources {
+    let base = LinuxContainerResources {
+        cpu_period: CPU_PERIOD,
+        ..Default::default()
+    };
+    match qos {
+        Qos::BestEffort => LinuxContainerResources {
+            cpu_shares: 2,
+            oom_score_adj: 1000,
+            ..base
+        },
+        Qos::Burstable => LinuxContainerResources {
+            cpu_shares: REQUEST_CPU_SHARES as i64,
+            memory_limit_in_bytes: BURSTABLE_MEMORY_LIMIT,
+            // 1000 - 1000 * request / capacity, clamped to [2, 999]: near 999 on any real node.
+            oom_score_adj: 999,
+            ..base
+        },
+        Qos::Guaranteed => LinuxContainerResources {
+            cpu_shares: REQUEST_CPU_SHARES as i64,
+            cpu_quota: GUARANTEED_CPU_QUOTA,
+            memory_limit_in_bytes: GUARANTEED_MEMORY,
+            oom_score_adj: -997,
+            ..base
+        },
+    }
+}
+
 impl PodTemplate {
-    pub fn sandbox(&self, name: &str, net: Net) -> PodSandboxConfig {
+    /// The `index`-th pod of a scenario: QoS classes rotate (BestEffort, Burstable, Guaranteed).
+    pub fn pod(&self, name: &str, index: usize, net: Net) -> Pod {
+        let qos = Qos::of_index(index);
         let uid = format!("{}-{name}", self.tag);
+        let cgroup = qos.pod_cgroup(&self.cgroup_root, &uid);
         let network = match net {
             Net::Host => NamespaceMode::Node,
             Net::Bridge => NamespaceMode::Pod,
         };
-        PodSandboxConfig {
+        // kubelet sends the pod-level resources (the sum of its containers') for the runtime to
+        // size the sandbox; BestEffort pods have none.
+        let resources = (qos != Qos::BestEffort).then(|| LinuxContainerResources {
+            oom_score_adj: 0,
+            ..container_resources(qos)
+        });
+        let config = PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: name.to_string(),
                 uid: uid.clone(),
@@ -82,26 +176,117 @@ impl PodTemplate {
                 name.to_string()
             },
             log_directory: self.log_root.join(&uid).to_string_lossy().into_owned(),
-            labels: [("crius-bench".to_string(), self.tag.clone())].into(),
+            dns_config: (net == Net::Bridge).then(|| DnsConfig {
+                servers: vec!["10.96.0.10".into()],
+                searches: vec![
+                    "crius-bench.svc.cluster.local".into(),
+                    "svc.cluster.local".into(),
+                    "cluster.local".into(),
+                ],
+                options: vec!["ndots:5".into()],
+            }),
+            labels: [
+                ("crius-bench".to_string(), self.tag.clone()),
+                ("io.kubernetes.pod.name".to_string(), name.to_string()),
+                (
+                    "io.kubernetes.pod.namespace".to_string(),
+                    "crius-bench".into(),
+                ),
+                ("io.kubernetes.pod.uid".to_string(), uid.clone()),
+            ]
+            .into(),
+            annotations: [
+                ("kubernetes.io/config.source".to_string(), "api".to_string()),
+                (
+                    "kubernetes.io/config.seen".to_string(),
+                    "2026-01-01T00:00:00Z".into(),
+                ),
+            ]
+            .into(),
             linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: format!("{}/pod{uid}", self.cgroup_root),
+                cgroup_parent: cgroup.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(NamespaceOption {
                         network: network as i32,
-                        pid: NamespaceMode::Pod as i32,
+                        // kubelet's default: no shared process namespace.
+                        pid: NamespaceMode::Container as i32,
                         ipc: NamespaceMode::Pod as i32,
                         ..Default::default()
                     }),
+                    run_as_user: Some(Int64Value { value: RUN_AS_USER }),
+                    supplemental_groups: vec![FS_GROUP, SUPPLEMENTAL_GROUP],
+                    seccomp: seccomp_runtime_default(),
                     ..Default::default()
                 }),
+                resources,
                 ..Default::default()
             }),
             ..Default::default()
+        };
+        Pod {
+            name: name.to_string(),
+            qos,
+            cgroup,
+            config,
         }
     }
 
-    /// A busybox `sleep 3600` container: the smallest workload that stays running.
-    pub fn sleeper(&self) -> ContainerConfig {
+    /// What kubelet prepares on disk before it creates a pod's containers: the pod's log dir with
+    /// the container's subdirectory and the files it bind-mounts (hosts, termination log, a
+    /// service-account token directory).
+    pub fn prepare_pod_files(&self, pod: &Pod) -> Result<PathBuf> {
+        let dir = self
+            .pod_root
+            .join(&pod.config.metadata.as_ref().unwrap().uid);
+        let log_dir = PathBuf::from(&pod.config.log_directory).join("sleep");
+        let token = dir.join("token");
+        for d in [&log_dir, &token] {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost\n10.0.0.1\t{}\n",
+            pod.name
+        );
+        for (path, body) in [
+            (dir.join("etc-hosts"), hosts.as_str()),
+            (dir.join("termination-log"), ""),
+            (token.join("token"), "bench-token"),
+            (token.join("namespace"), "crius-bench"),
+        ] {
+            std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
+        }
+        Ok(dir)
+    }
+
+    /// Removes what [`Self::prepare_pod_files`] made (kubelet does once the pod is gone).
+    pub fn remove_pod_files(&self, pod: &Pod) {
+        let uid = &pod.config.metadata.as_ref().unwrap().uid;
+        let _ = std::fs::remove_dir_all(self.pod_root.join(uid));
+        let _ = std::fs::remove_dir_all(&pod.config.log_directory);
+    }
+
+    /// A busybox `sleep 3600` container, configured as kubelet configures one: service
+    /// environment, the hosts/termination-log/token mounts, QoS resources, the pod's user and
+    /// groups, RuntimeDefault seccomp, kubelet's masked and read-only paths.
+    pub fn sleeper(&self, pod: &Pod, files: &std::path::Path) -> ContainerConfig {
+        let mount = |host: PathBuf, ctr: &str, readonly: bool| Mount {
+            container_path: ctr.into(),
+            host_path: host.to_string_lossy().into_owned(),
+            readonly,
+            ..Default::default()
+        };
+        let env = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: v.into(),
+        };
+        let pod_meta = pod.config.metadata.as_ref().unwrap();
+        let network = pod
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .map_or(NamespaceMode::Pod as i32, |n| n.network);
         ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: "sleep".into(),
@@ -112,8 +297,68 @@ impl PodTemplate {
                 ..Default::default()
             }),
             command: vec!["/bin/sleep".into(), "3600".into()],
-            log_path: "sleep.log".into(),
-            linux: Some(LinuxContainerConfig::default()),
+            envs: vec![
+                env("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+                env("KUBERNETES_SERVICE_PORT", "443"),
+                env("KUBERNETES_SERVICE_PORT_HTTPS", "443"),
+                env("KUBERNETES_PORT", "tcp://10.96.0.1:443"),
+                env("KUBERNETES_PORT_443_TCP", "tcp://10.96.0.1:443"),
+                env("KUBERNETES_PORT_443_TCP_PROTO", "tcp"),
+                env("KUBERNETES_PORT_443_TCP_PORT", "443"),
+                env("KUBERNETES_PORT_443_TCP_ADDR", "10.96.0.1"),
+            ],
+            mounts: vec![
+                mount(
+                    files.join("token"),
+                    "/var/run/secrets/kubernetes.io/serviceaccount",
+                    true,
+                ),
+                mount(files.join("etc-hosts"), "/etc/hosts", false),
+                mount(files.join("termination-log"), "/dev/termination-log", false),
+            ],
+            labels: [
+                (
+                    "io.kubernetes.container.name".to_string(),
+                    "sleep".to_string(),
+                ),
+                ("io.kubernetes.pod.name".to_string(), pod_meta.name.clone()),
+                (
+                    "io.kubernetes.pod.namespace".to_string(),
+                    pod_meta.namespace.clone(),
+                ),
+                ("io.kubernetes.pod.uid".to_string(), pod_meta.uid.clone()),
+            ]
+            .into(),
+            annotations: [
+                (
+                    "io.kubernetes.container.restartCount".to_string(),
+                    "0".to_string(),
+                ),
+                (
+                    "io.kubernetes.container.terminationMessagePath".to_string(),
+                    "/dev/termination-log".to_string(),
+                ),
+            ]
+            .into(),
+            // kubelet: <container name>/<restart count>.log under the pod's log directory.
+            log_path: "sleep/0.log".into(),
+            linux: Some(LinuxContainerConfig {
+                resources: Some(container_resources(pod.qos)),
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network,
+                        pid: NamespaceMode::Container as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    run_as_user: Some(Int64Value { value: RUN_AS_USER }),
+                    supplemental_groups: vec![FS_GROUP, SUPPLEMENTAL_GROUP],
+                    seccomp: seccomp_runtime_default(),
+                    masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+                    readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+                    ..Default::default()
+                }),
+            }),
             ..Default::default()
         }
     }

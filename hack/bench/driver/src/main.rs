@@ -4,6 +4,7 @@
 mod cri;
 mod daemon;
 mod floor;
+mod podcgroup;
 mod procs;
 mod report;
 mod scenarios;
@@ -89,6 +90,12 @@ struct SuiteArgs {
     busybox: String,
     #[arg(long)]
     pull_image: Option<String>,
+    /// PullImage + RemoveImage repetitions per run.
+    #[arg(long, default_value_t = 10)]
+    pulls: usize,
+    /// Where the per-pod files kubelet bind-mounts (hosts, termination log, token) are made.
+    #[arg(long)]
+    pod_root: PathBuf,
     #[arg(long, default_value_t = 100)]
     pods: usize,
     #[arg(long, default_value_t = 50)]
@@ -131,9 +138,11 @@ async fn run_suite(a: SuiteArgs) -> Result<()> {
             tag: a.tag,
             cgroup_root: a.cgroup_root,
             log_root: a.log_root,
+            pod_root: a.pod_root,
             busybox: a.busybox,
         },
         pull_image: a.pull_image,
+        pulls: a.pulls,
         pods: a.pods,
         burst: a.burst,
         runs: a.runs,

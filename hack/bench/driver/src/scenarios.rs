@@ -1,6 +1,7 @@
 //! The measured workloads. Each one cleans up the pods it made before returning, also on error.
 
-use crate::cri::{Cri, Net, PodTemplate};
+use crate::cri::{Cri, Net, Pod, PodTemplate};
+use crate::podcgroup;
 use crate::stats::{Percentiles, millis};
 use anyhow::{Context, Result, anyhow};
 use k8s_cri::v1::ContainerState;
@@ -28,16 +29,26 @@ pub async fn sandbox_latency(
 ) -> Result<SandboxLatency> {
     let (mut run, mut stop, mut remove) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
-        let config = tpl.sandbox(&format!("{prefix}-{i}"), net);
+        let pod = tpl.pod(&format!("{prefix}-{i}"), i, net);
+        // kubelet makes the pod cgroup before RunPodSandbox and removes it after the pod is gone.
+        podcgroup::make_pod(&pod.cgroup, pod.qos)?;
         let t = Instant::now();
-        let id = cri.run_pod(config).await.context("RunPodSandbox")?;
+        let id = cri.run_pod(pod.config.clone()).await;
         run.push(t.elapsed());
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                podcgroup::remove_pod(&pod.cgroup);
+                return Err(anyhow::Error::from(e).context("RunPodSandbox"));
+            }
+        };
         let t = Instant::now();
         let stopped = cri.stop_pod(&id).await;
         stop.push(t.elapsed());
         let t = Instant::now();
         let removed = cri.remove_pod(&id).await;
         remove.push(t.elapsed());
+        podcgroup::remove_pod(&pod.cgroup);
         stopped.context("StopPodSandbox")?;
         removed.context("RemovePodSandbox")?;
     }
@@ -57,26 +68,61 @@ pub fn is_unimplemented(err: &anyhow::Error) -> bool {
     })
 }
 
-/// One pod with (optionally) one running sleeper; returns the pod id and the time until running.
+/// A pod this bench started: what kubelet would know about it, and the runtime's id.
+pub struct Started {
+    pub pod: Pod,
+    pub id: String,
+}
+
+/// Stops and removes a started pod, then does kubelet's part: pod cgroup and files removed.
+pub async fn teardown(cri: &mut Cri, tpl: &PodTemplate, started: &Started) -> Result<()> {
+    let r = cri.teardown_pod(&started.id).await;
+    podcgroup::remove_pod(&started.pod.cgroup);
+    tpl.remove_pod_files(&started.pod);
+    r.with_context(|| format!("tear down {}", started.id))
+}
+
+/// One pod with (optionally) one running sleeper; returns it and the time until running.
 /// On failure the pod is torn down before the error is returned.
 async fn start_pod(
     cri: &mut Cri,
     tpl: &PodTemplate,
     name: &str,
+    index: usize,
     with_container: bool,
-) -> Result<(String, Duration)> {
-    let config = tpl.sandbox(name, Net::Bridge);
-    // kubelet creates the pod log directory before it asks for containers; so do we.
-    std::fs::create_dir_all(&config.log_directory)
-        .with_context(|| format!("create {}", config.log_directory))?;
+) -> Result<(Started, Duration)> {
+    let pod = tpl.pod(name, index, Net::Bridge);
+    // kubelet's preparations, outside the timed part: the pod cgroup with its QoS limits, the
+    // pod's log directory and the files it bind-mounts into containers.
+    podcgroup::make_pod(&pod.cgroup, pod.qos)?;
+    let files = match tpl.prepare_pod_files(&pod) {
+        Ok(f) => f,
+        Err(e) => {
+            podcgroup::remove_pod(&pod.cgroup);
+            tpl.remove_pod_files(&pod);
+            return Err(e);
+        }
+    };
     let t = Instant::now();
-    let pod = cri.run_pod(config.clone()).await.context("RunPodSandbox")?;
+    let id = match cri.run_pod(pod.config.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            podcgroup::remove_pod(&pod.cgroup);
+            tpl.remove_pod_files(&pod);
+            return Err(anyhow::Error::from(e).context("RunPodSandbox"));
+        }
+    };
+    let started = Started { pod, id };
     if !with_container {
-        return Ok((pod, t.elapsed()));
+        return Ok((started, t.elapsed()));
     }
     let result = async {
         let ctr = cri
-            .create_container(&pod, tpl.sleeper(), config)
+            .create_container(
+                &started.id,
+                tpl.sleeper(&started.pod, &files),
+                started.pod.config.clone(),
+            )
             .await
             .context("CreateContainer")?;
         cri.start_container(&ctr).await.context("StartContainer")?;
@@ -95,9 +141,9 @@ async fn start_pod(
     }
     .await;
     match result {
-        Ok(elapsed) => Ok((pod, elapsed)),
+        Ok(elapsed) => Ok((started, elapsed)),
         Err(e) => {
-            let _ = cri.teardown_pod(&pod).await;
+            let _ = teardown(cri, tpl, &started).await;
             Err(e)
         }
     }
@@ -112,9 +158,9 @@ pub async fn pod_start(
 ) -> Result<Percentiles> {
     let mut samples = Vec::new();
     for i in 0..n {
-        let (pod, elapsed) = start_pod(cri, tpl, &format!("{prefix}-{i}"), true).await?;
+        let (started, elapsed) = start_pod(cri, tpl, &format!("{prefix}-{i}"), i, true).await?;
         samples.push(elapsed);
-        cri.teardown_pod(&pod).await.context("tear down pod")?;
+        teardown(cri, tpl, &started).await?;
     }
     Percentiles::of(&samples).ok_or_else(|| anyhow!("no samples"))
 }
@@ -135,20 +181,20 @@ pub async fn burst(
     prefix: &str,
     k: usize,
     with_containers: bool,
-) -> (Result<Burst>, Vec<String>) {
+) -> (Result<Burst>, Vec<Started>) {
     let t = Instant::now();
     let tasks: Vec<_> = (0..k)
         .map(|i| {
             let (mut cri, tpl) = (cri.clone(), tpl.clone());
             let name = format!("{prefix}-{i}");
-            tokio::spawn(async move { start_pod(&mut cri, &tpl, &name, with_containers).await })
+            tokio::spawn(async move { start_pod(&mut cri, &tpl, &name, i, with_containers).await })
         })
         .collect();
     let (mut pods, mut samples, mut first_err) = (Vec::new(), Vec::new(), None);
     for task in tasks {
         match task.await.map_err(anyhow::Error::from).and_then(|r| r) {
-            Ok((pod, elapsed)) => {
-                pods.push(pod);
+            Ok((started, elapsed)) => {
+                pods.push(started);
                 samples.push(elapsed);
             }
             Err(e) => first_err = first_err.or(Some(e)),
@@ -169,16 +215,34 @@ pub async fn burst(
     (result, pods)
 }
 
-/// Stops and removes pods concurrently; returns the first error after trying them all.
-pub async fn teardown_all(cri: &Cri, pods: Vec<String>) -> Result<()> {
+/// Stops and removes started pods concurrently; returns the first error after trying them all.
+pub async fn teardown_all(cri: &Cri, tpl: &PodTemplate, pods: Vec<Started>) -> Result<()> {
     let tasks: Vec<_> = pods
         .into_iter()
-        .map(|pod| {
+        .map(|started| {
+            let (mut cri, tpl) = (cri.clone(), tpl.clone());
+            tokio::spawn(async move { teardown(&mut cri, &tpl, &started).await })
+        })
+        .collect();
+    let mut first_err = None;
+    for task in tasks {
+        if let Err(e) = task.await.map_err(anyhow::Error::from).and_then(|r| r) {
+            first_err = first_err.or(Some(e));
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Stops and removes pods known only by id (the cleanup of whatever a failed scenario left).
+pub async fn teardown_ids(cri: &Cri, ids: Vec<String>) -> Result<()> {
+    let tasks: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
             let mut cri = cri.clone();
             tokio::spawn(async move {
-                cri.teardown_pod(&pod)
+                cri.teardown_pod(&id)
                     .await
-                    .with_context(|| format!("tear down {pod}"))
+                    .with_context(|| format!("tear down {id}"))
             })
         })
         .collect();
@@ -191,13 +255,28 @@ pub async fn teardown_all(cri: &Cri, pods: Vec<String>) -> Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
-/// PullImage of an image absent from the runtime, in milliseconds; the image is removed again.
-pub async fn pull(cri: &mut Cri, image: &str) -> Result<f64> {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageLatency {
+    pub pull: Percentiles,
+    pub remove: Percentiles,
+}
+
+/// PullImage then RemoveImage of an image absent from the runtime, `n` times, each timed.
+pub async fn pull_remove(cri: &mut Cri, image: &str, n: usize) -> Result<ImageLatency> {
     // Absent before we time it: a leftover from an earlier run would make the pull a no-op.
     let _ = cri.remove_image(image).await;
-    let t = Instant::now();
-    cri.pull(image).await.context("PullImage")?;
-    let ms = millis(t.elapsed());
-    cri.remove_image(image).await.context("RemoveImage")?;
-    Ok(ms)
+    let (mut pull, mut remove) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        cri.pull(image).await.context("PullImage")?;
+        pull.push(t.elapsed());
+        let t = Instant::now();
+        cri.remove_image(image).await.context("RemoveImage")?;
+        remove.push(t.elapsed());
+    }
+    let p = |v: &[Duration]| Percentiles::of(v).ok_or_else(|| anyhow!("no samples"));
+    Ok(ImageLatency {
+        pull: p(&pull)?,
+        remove: p(&remove)?,
+    })
 }

@@ -4,7 +4,7 @@
 use crate::cri::{Cri, Net, PodTemplate};
 use crate::daemon::{Daemon, DaemonSpec, remove_stale_socket};
 use crate::procs::{self, GroupMemory};
-use crate::scenarios::{self, Burst, SandboxLatency, is_unimplemented};
+use crate::scenarios::{self, Burst, ImageLatency, SandboxLatency, is_unimplemented};
 use crate::stats::{Percentiles, millis};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
@@ -26,6 +26,7 @@ pub struct SuiteConfig {
     pub helper_tokens: Vec<String>,
     pub template: PodTemplate,
     pub pull_image: Option<String>,
+    pub pulls: usize,
     pub pods: usize,
     pub burst: usize,
     pub runs: usize,
@@ -48,7 +49,7 @@ pub struct Run {
     pub pod_start: Option<Percentiles>,
     pub burst: Option<Burst>,
     pub memory: Option<Memory>,
-    pub pull_ms: Option<f64>,
+    pub image: Option<ImageLatency>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -104,7 +105,7 @@ async fn settle<T>(
 
 pub async fn remove_ours(cri: &mut Cri, tag: &str) -> Result<()> {
     let pods = cri.our_pods(tag).await.context("ListPodSandbox")?;
-    scenarios::teardown_all(cri, pods).await
+    scenarios::teardown_ids(cri, pods).await
 }
 
 pub async fn run(cfg: &SuiteConfig) -> Result<SuiteResult> {
@@ -144,6 +145,8 @@ async fn measure(
     res.idle_rss_kib = procs::rss_kib(daemon.pid()).context("daemon RSS")?;
     let tag = cfg.template.tag.clone();
     let tpl = &cfg.template;
+    // kubelet's QoS cgroups exist before any pod (cgroupsPerQOS: true).
+    crate::podcgroup::make_qos_parents(&tpl.cgroup_root).context("QoS cgroups")?;
 
     // Warm-up, not measured: first use unpacks the images and loads the CNI config.
     for net in [Net::Host, Net::Bridge] {
@@ -194,12 +197,12 @@ async fn measure(
                 helpers,
             });
             run.burst = Some(b);
-            let r = scenarios::teardown_all(cri, pods).await;
+            let r = scenarios::teardown_all(cri, tpl, pods).await;
             settle(res, cri, &tag, &format!("run {i} burst teardown"), r).await;
         }
         if let Some(image) = &cfg.pull_image {
-            let r = scenarios::pull(cri, image).await;
-            run.pull_ms = settle(res, cri, &tag, &format!("run {i} image pull"), r).await;
+            let r = scenarios::pull_remove(cri, image, cfg.pulls).await;
+            run.image = settle(res, cri, &tag, &format!("run {i} image pull"), r).await;
         }
         res.runs.push(run);
     }
