@@ -224,6 +224,11 @@ pub async fn teardown_all(cri: &Cri, tpl: &PodTemplate, pods: Vec<Started>) -> R
             tokio::spawn(async move { teardown(&mut cri, &tpl, &started).await })
         })
         .collect();
+    first_error(tasks).await
+}
+
+/// Awaits every task; the first error after all have finished.
+async fn first_error(tasks: Vec<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
     let mut first_err = None;
     for task in tasks {
         if let Err(e) = task.await.map_err(anyhow::Error::from).and_then(|r| r) {
@@ -246,13 +251,7 @@ pub async fn teardown_ids(cri: &Cri, ids: Vec<String>) -> Result<()> {
             })
         })
         .collect();
-    let mut first_err = None;
-    for task in tasks {
-        if let Err(e) = task.await.map_err(anyhow::Error::from).and_then(|r| r) {
-            first_err = first_err.or(Some(e));
-        }
-    }
-    first_err.map_or(Ok(()), Err)
+    first_error(tasks).await
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
