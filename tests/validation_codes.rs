@@ -9,7 +9,7 @@ use k8s_cri::v1::CreateContainerRequest;
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_program_missing_from_the_image_is_not_found() {
+async fn a_program_missing_from_the_image_is_not_found_or_exits_127() {
     let d = TestDaemon::start(DaemonOpts::default()).await;
     d.import_busybox();
     let pod_config = d.host_network_pod_config("noprog");
@@ -37,9 +37,15 @@ async fn a_program_missing_from_the_image_is_not_found() {
             container_config("sleeper", &["sleep", "60"]),
         )
         .await;
-    let (code, msg) = code_of(d.exec(&id, &["no-such-program", "arg"], 10).await);
-    assert_eq!(code, Code::NotFound, "{msg}");
-    assert!(msg.contains("no-such-program"), "message kept: {msg}");
+    // It exits 127 as a shell's command-not-found does (what `kubectl exec` and exec probes
+    // report), with the reason on its stderr (issue 11).
+    let r = d
+        .exec(&id, &["no-such-program", "arg"], 10)
+        .await
+        .expect("ExecSync answers with the exit code");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.exit_code, 127, "stderr: {stderr}");
+    assert!(stderr.contains("no-such-program"), "message kept: {stderr}");
     // The container is unharmed.
     assert_eq!(d.exec_ok(&id, &["echo", "still"]).await.trim(), "still");
 
