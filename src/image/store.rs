@@ -121,7 +121,12 @@ impl ImageStore {
             let _lock = store.lock()?;
             store.inner.content.clean_ingest();
             store.inner.snapshots.recover()?;
-            store.write_index(|_| Ok(()))?;
+            // Load without bumping the generation: opening writes nothing, so a daemon still
+            // starts on a full disk (it must, to stop and remove what filled it).
+            let generation = store.read_generation()?;
+            let mut c = store.cache_write();
+            c.index = ImageIndex::from_records(store.inner.records.load_all()?);
+            c.generation = generation;
         }
         Ok(store)
     }
