@@ -365,7 +365,7 @@ async fn reopen_after_rotation_and_logging_without_any_client() {
     let monitor = client.monitor_pid().unwrap();
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = rss_kib(monitor);
+    let rss = common::procs::rss_kib(monitor);
     eprintln!(
         "monitor VmRSS while logging: {rss} KiB ({})",
         Fixture::exe().display()
@@ -536,12 +536,6 @@ async fn exec_sync_output_exit_code_and_timeout() {
         .await
         .unwrap_err();
     assert!(matches!(err, MonitorError::NotRunning { .. }), "{err:?}");
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn processes_with_cmdline(needle: &str) -> Vec<i32> {

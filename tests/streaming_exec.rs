@@ -7,30 +7,9 @@ mod streaming_support;
 
 use std::time::{Duration, Instant};
 
-use common::containers::container_config;
+use common::containers::{container_config, exec_req, exec_url};
 use common::{DaemonOpts, TestDaemon, TestNetwork, code_of};
-use k8s_cri::v1::ExecRequest;
 use streaming_support::{connect, run_exec};
-
-fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> ExecRequest {
-    ExecRequest {
-        container_id: id.to_string(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    }
-}
-
-async fn exec_url(d: &TestDaemon, req: ExecRequest) -> String {
-    d.runtime()
-        .exec(req)
-        .await
-        .unwrap_or_else(|e| panic!("Exec: {e}\n{}", d.log_tail()))
-        .into_inner()
-        .url
-}
 
 /// Pids whose command line contains `needle`.
 fn pids_running(needle: &str) -> Vec<i32> {

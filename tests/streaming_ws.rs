@@ -12,39 +12,11 @@ mod streaming_support;
 use std::time::{Duration, Instant};
 
 use common::containers::container_config;
+use common::containers::{exec_req, exec_url};
 use common::{DaemonOpts, TestDaemon, TestNetwork};
-use k8s_cri::v1::{ExecRequest, ExecSyncRequest, PortForwardRequest};
+use k8s_cri::v1::{ExecSyncRequest, PortForwardRequest};
 use sha2::{Digest, Sha256};
 use streaming_support::ws::{Msg, Ws, collect, ws_connect, ws_exec};
-
-fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> ExecRequest {
-    ExecRequest {
-        container_id: id.to_string(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        tty,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-    }
-}
-
-async fn exec_url(d: &TestDaemon, req: ExecRequest) -> String {
-    d.runtime()
-        .exec(req)
-        .await
-        .unwrap_or_else(|e| panic!("Exec: {e}\n{}", d.log_tail()))
-        .into_inner()
-        .url
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_exec() {
@@ -129,7 +101,7 @@ async fn websocket_exec() {
 
     // 100 MiB through cat: checksum equal, daemon RSS growth bounded.
     let pid = d.pid();
-    let before = rss_kib(pid);
+    let before = common::procs::rss_kib(pid);
     let data: Vec<u8> = (0..100u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
@@ -138,7 +110,7 @@ async fn websocket_exec() {
     let started = Instant::now();
     let r = ws_exec(&url, Some(&data), &[]).await;
     let took = started.elapsed();
-    let after = rss_kib(pid);
+    let after = common::procs::rss_kib(pid);
     assert_eq!(r.exit_code(), 0);
     assert_eq!(r.stdout.len(), data.len());
     assert!(Sha256::digest(&r.stdout) == want, "checksum differs");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, KeyValue,
+    CreateContainerRequest, ExecRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, KeyValue,
     LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, PodSandboxConfig,
     RemoveContainerRequest, SecurityProfile, StartContainerRequest, StopContainerRequest,
 };
@@ -51,6 +51,28 @@ pub fn container_config(name: &str, command: &[&str]) -> ContainerConfig {
         }),
         ..Default::default()
     }
+}
+
+/// A streaming Exec request as kubectl sends it: stdout always, stderr unless a tty merges it.
+pub fn exec_req(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> ExecRequest {
+    ExecRequest {
+        container_id: id.to_string(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+/// The streaming URL an Exec call returns (the daemon's log tail on failure).
+pub async fn exec_url(d: &TestDaemon, req: ExecRequest) -> String {
+    d.runtime()
+        .exec(req)
+        .await
+        .unwrap_or_else(|e| panic!("Exec: {e}\n{}", d.log_tail()))
+        .into_inner()
+        .url
 }
 
 pub fn security(c: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
