@@ -16,7 +16,7 @@
 
 use super::http;
 use super::spdy::ConnectionGone;
-use super::spdy::conn::{Activity, Closed, set_closed, spawn_watchdog, wait_closed};
+use super::spdy::conn::{Activity, Closed, set_closed, spawn_watchdog, wait_closed, write_batched};
 use base64::Engine;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -422,34 +422,13 @@ fn encode(buf: &mut Vec<u8>, out: &Out, base64: bool) -> bool {
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<Out>,
+    wr: W,
+    rx: mpsc::Receiver<Out>,
     base64: bool,
     activity: Arc<Activity>,
     closed: Arc<watch::Sender<Closed>>,
 ) {
-    let mut buf = Vec::with_capacity(64 << 10);
-    let mut done = false;
-    while !done {
-        let Some(first) = rx.recv().await else { break };
-        buf.clear();
-        done = encode(&mut buf, &first, base64);
-        while !done && buf.len() < (256 << 10) {
-            match rx.try_recv() {
-                Ok(o) => done = encode(&mut buf, &o, base64),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = wr.write_all(&buf).await {
-            tracing::debug!(error = %e, "WebSocket write failed");
-            closed.send_if_modified(|c| set_closed(c, Closed::Error(format!("write: {e}"))));
-            return;
-        }
-        activity.touch();
-    }
-    // Nothing may follow a close frame; the server closes TCP first (RFC 6455 7.1.1).
-    let _ = wr.flush().await;
-    let _ = wr.shutdown().await;
+    write_batched(wr, rx, activity, closed, |buf, o| encode(buf, o, base64)).await;
 }
 
 /// Why reading stopped with a protocol violation: the close code and the log line.

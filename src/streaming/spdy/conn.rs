@@ -299,20 +299,39 @@ pub(crate) fn set_closed(c: &mut Closed, why: Closed) -> bool {
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<OutFrame>,
+    wr: W,
+    rx: mpsc::Receiver<OutFrame>,
     activity: Arc<Activity>,
     closed: Arc<watch::Sender<Closed>>,
 ) {
     let mut enc = Encoder::new();
+    write_batched(wr, rx, activity, closed, |buf, f| {
+        frame::write(buf, f, &mut enc);
+        false
+    })
+    .await;
+}
+
+/// The writer task of a streaming connection (SPDY or WebSocket): encodes each queued item with
+/// `encode`, batching whatever else is already queued (up to 256 KiB) into one write, until the
+/// queue ends or `encode` says the item it wrote was the last (a close). A failed write marks
+/// the connection closed. The socket is shut down at the end.
+pub(crate) async fn write_batched<T, W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<T>,
+    activity: Arc<Activity>,
+    closed: Arc<watch::Sender<Closed>>,
+    mut encode: impl FnMut(&mut Vec<u8>, &T) -> bool,
+) {
     let mut buf = Vec::with_capacity(64 << 10);
-    while let Some(f) = rx.recv().await {
+    let mut done = false;
+    while !done {
+        let Some(first) = rx.recv().await else { break };
         buf.clear();
-        frame::write(&mut buf, &f, &mut enc);
-        // Batch whatever else is queued into one write.
-        while buf.len() < (256 << 10) {
+        done = encode(&mut buf, &first);
+        while !done && buf.len() < (256 << 10) {
             match rx.try_recv() {
-                Ok(f) => frame::write(&mut buf, &f, &mut enc),
+                Ok(item) => done = encode(&mut buf, &item),
                 Err(_) => break,
             }
         }
@@ -323,6 +342,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         activity.touch();
     }
+    // After a WebSocket close frame nothing may follow; the server closes TCP first
+    // (RFC 6455 7.1.1).
     let _ = wr.flush().await;
     let _ = wr.shutdown().await;
 }
