@@ -66,6 +66,22 @@ pub fn expand_slice(slice: &str) -> Result<String, DriverError> {
     Ok(path)
 }
 
+/// A pod's cgroup parent in either form kubelet's systemd driver may send: the slice name
+/// (`kubepods-besteffort-pod<uid>.slice`) or its filesystem form
+/// (`/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice`, what
+/// kubelet v1.32 sends). The path form must be exactly the expansion of its last slice, as
+/// containerd takes the last element too.
+fn expand_parent_slice(parent: &str) -> Result<String, DriverError> {
+    let Some((_, last)) = parent.rsplit_once('/') else {
+        return expand_slice(parent);
+    };
+    let expanded = expand_slice(last).map_err(|_| DriverError::BadSlice(parent.to_owned()))?;
+    if expanded != parent {
+        return Err(DriverError::BadSlice(parent.to_owned()));
+    }
+    Ok(expanded)
+}
+
 /// The cgroup (relative to the cgroup root) of the pod sandbox `id`, whose pod asked for
 /// `cgroup_parent` ("" for none).
 pub fn sandbox_cgroup(
@@ -86,7 +102,7 @@ pub fn sandbox_cgroup(
             };
             Ok(format!(
                 "{}/{SCOPE_PREFIX}-{id}.scope",
-                expand_slice(slice)?
+                expand_parent_slice(slice)?
             ))
         }
     }
@@ -199,6 +215,35 @@ pub fn update_scope(
     .map_err(|e| err(e.to_string()))
 }
 
+/// Enables the hugetlb controller for `cgroup` (a scope's cgroup path) in the
+/// cgroup.subtree_control of the root and of every slice above it. systemd has no hugetlb
+/// controller, so it neither enables it for its units nor ever disables it again; without this
+/// a scope has no hugetlb.<size>.max files to hold a pod's hugepage limits (runc enables the
+/// controllers along the path the same way).
+pub fn enable_hugetlb(cgroup: &str) -> Result<(), DriverError> {
+    const HUGETLB: &str = "hugetlb";
+    let err = |reason: String| DriverError::Scope {
+        unit: scope_unit(cgroup).unwrap_or_default(),
+        reason,
+    };
+    let mut dir = std::path::PathBuf::from(CGROUP_ROOT);
+    let parents: Vec<&str> = cgroup.trim_start_matches('/').split('/').collect();
+    for (i, name) in parents.iter().enumerate() {
+        let control = dir.join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&control)
+            .map_err(|e| err(format!("reading {}: {e}", control.display())))?;
+        if !enabled.split_whitespace().any(|c| c == HUGETLB) {
+            std::fs::write(&control, format!("+{HUGETLB}"))
+                .map_err(|e| err(format!("enabling {HUGETLB} in {}: {e}", control.display())))?;
+        }
+        if i + 1 == parents.len() {
+            break;
+        }
+        dir.push(name);
+    }
+    Ok(())
+}
+
 /// Stops the scope of `cgroup` if systemd still has it, and clears a failed state (a scope
 /// whose processes were killed by the OOM killer stays listed as failed otherwise). The
 /// caller waits for the cgroup directory to go.
@@ -289,6 +334,23 @@ mod tests {
         assert_eq!(root, "/crius-s3.scope");
         assert_eq!(spec_path(&root), "-.slice:crius:s3");
         assert!(sandbox_cgroup(sd, "/kubepods/besteffort/pod1", "x").is_err());
+        // kubelet v1.32's systemd driver sends the slice's filesystem form.
+        assert_eq!(
+            sandbox_cgroup(
+                sd,
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podab.slice",
+                "s1"
+            )
+            .unwrap(),
+            pod
+        );
+        for bad in [
+            "/kubepods-burstable-podab.slice",
+            "/x.slice/kubepods.slice",
+            "kubepods.slice/kubepods-a.slice",
+        ] {
+            assert!(sandbox_cgroup(sd, bad, "x").is_err(), "{bad:?}");
+        }
 
         assert_eq!(sandbox_cgroup(fs, "", "s").unwrap(), "/crius/s");
         assert_eq!(container_cgroup("/crius/s", "c"), "/crius/c");

@@ -15,9 +15,10 @@ use std::process::{Command, Stdio};
 use common::containers::{container_config, resources};
 use common::{DaemonOpts, TestDaemon, assert_no_leaks};
 use k8s_cri::v1::{
-    ContainerStatsRequest, LinuxContainerResources, RuntimeConfigRequest,
+    ContainerStatsRequest, HugepageLimit, LinuxContainerResources, RuntimeConfigRequest,
     UpdateContainerResourcesRequest,
 };
+use std::collections::HashMap;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -168,6 +169,12 @@ async fn pods_run_in_scopes_under_kubelets_slices() {
     r.memory_limit_in_bytes = 64 << 20;
     r.cpu_quota = 20_000;
     r.cpu_period = 100_000;
+    // What systemd has no property for: crius writes the files itself.
+    r.hugepage_limits = vec![HugepageLimit {
+        page_size: "2MB".into(),
+        limit: 4 << 20,
+    }];
+    r.unified = HashMap::from([("memory.oom.group".to_string(), "1".to_string())]);
     let id = d.run_container(&pod, &pod_config, c).await;
     let unit = format!("crius-{id}.scope");
     let dir = slice_dir.join(&unit);
@@ -181,6 +188,11 @@ async fn pods_run_in_scopes_under_kubelets_slices() {
     assert_eq!(read(&dir.join("memory.max")), (64u64 << 20).to_string());
     assert_eq!(show(&unit, "CPUQuotaPerSecUSec"), "200ms");
     assert_eq!(read(&dir.join("cpu.max")), "20000 100000");
+    // A memory limit without a swap limit means no swap (runc's memory.swap.max 0), the
+    // unified key and the hugepage limit are in place.
+    assert_eq!(read(&dir.join("memory.swap.max")), "0");
+    assert_eq!(read(&dir.join("memory.oom.group")), "1");
+    assert_eq!(read(&dir.join("hugetlb.2MB.max")), (4u64 << 20).to_string());
     let pid = d.container_pid(&id).await;
     assert_eq!(read(&dir.join("cgroup.procs")), pid.to_string());
     // The container's own view: its scope is the root of a private cgroup namespace.
@@ -196,6 +208,10 @@ async fn pods_run_in_scopes_under_kubelets_slices() {
                 memory_limit_in_bytes: 128 << 20,
                 cpu_quota: 50_000,
                 cpu_period: 100_000,
+                hugepage_limits: vec![HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 8 << 20,
+                }],
                 ..Default::default()
             }),
             ..Default::default()
@@ -206,6 +222,8 @@ async fn pods_run_in_scopes_under_kubelets_slices() {
     assert_eq!(read(&dir.join("memory.max")), (128u64 << 20).to_string());
     assert_eq!(show(&unit, "CPUQuotaPerSecUSec"), "500ms");
     assert_eq!(read(&dir.join("cpu.max")), "50000 100000");
+    assert_eq!(read(&dir.join("memory.swap.max")), "0");
+    assert_eq!(read(&dir.join("hugetlb.2MB.max")), (8u64 << 20).to_string());
 
     // Stats come from the scope's cgroup.
     let stats = d

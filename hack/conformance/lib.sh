@@ -11,6 +11,11 @@
 CONF_MARKER=.crius-conformance        # in every work dir this harness makes
 CONF_SUBNET_LOCKS=/tmp/crius-test-nets # shared with tests/common/network.rs
 CONF_IMAGE_CACHE=${CONFORMANCE_IMAGE_CACHE:-/var/cache/crius-critest-images}
+# The cgroup driver of crius and of the kubelet (cgroupfs or systemd; hack/vm/guest.sh runs the
+# kubelet check with systemd on a systemd + cgroup v2 guest).
+CONF_CGROUP_DRIVER=${CONFORMANCE_CGROUP_DRIVER:-cgroupfs}
+# Stretches every wait of the harness (hack/vm/guest.sh sets it under TCG emulation).
+CONF_TIME_SCALE=${CONFORMANCE_TIME_SCALE:-1}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # In CI the shared dir is a sibling of the repository (a fresh clone next to shared/).
@@ -100,9 +105,17 @@ conf_sweep_stale() {
 
 # ---- packages and tools ----------------------------------------------------------------------
 
+# CONFORMANCE_OFFLINE=1: the machine was prepared beforehand (the VM guest has no network).
 conf_install_deps() {
+    if [[ ${CONFORMANCE_OFFLINE:-0} == 1 ]]; then
+        log "CONFORMANCE_OFFLINE=1: not running hack/install-deps"
+        return 0
+    fi
     "$REPO/hack/install-deps"
 }
+
+# scaled SECS: SECS stretched by CONFORMANCE_TIME_SCALE.
+scaled() { echo $(($1 * CONF_TIME_SCALE)); }
 
 conf_tools() {
     [[ -x $SHARED_TOOLS/get ]] ||
@@ -314,7 +327,7 @@ conf_crius() {
         echo "state = \"$STATE\""
         echo "socket = \"$SOCK\""
         echo "sandbox_image = \"$sandbox_image\""
-        echo "cgroup_driver = \"cgroupfs\""
+        echo "cgroup_driver = \"$CONF_CGROUP_DRIVER\""
         echo "log_level = \"${CRIUS_LOG_LEVEL:-info}\""
         echo
         echo "[cni]"
@@ -341,7 +354,7 @@ conf_crius_start() {
     conf_spawn "$CRIUS_LOG" "$CRIUS" daemon --config "$WORK/crius.toml"
     CRIUS_PID=$BG_PID
     conf_record CRIUS_PID "$CRIUS_PID"
-    for _ in $(seq 300); do
+    for _ in $(seq "$(scaled 300)"); do
         kill -0 "$CRIUS_PID" 2>/dev/null || { tail -n 30 "$CRIUS_LOG" >&2; die "crius daemon exited"; }
         if [[ -S $SOCK ]] && cri version >/dev/null 2>&1; then
             log "crius daemon pid $CRIUS_PID on $SOCK"
@@ -350,7 +363,7 @@ conf_crius_start() {
         sleep 0.1
     done
     tail -n 30 "$CRIUS_LOG" >&2
-    die "crius daemon did not answer Version in 30 s"
+    die "crius daemon did not answer Version in $(scaled 30) s"
 }
 
 cri() {
@@ -435,7 +448,7 @@ _conf_rm_cgroup_tree() {
 # conf_teardown DIR: undo everything DIR/run.env recorded (also used on a stale dir).
 conf_teardown() {
     local dir=$1 env=$1/run.env key value
-    local pids=() locks=() bridges=() state='' cgroup='' crius_pid='' portmap='' kubelet_root='' cgroup_root='' sysctls=''
+    local pids=() locks=() bridges=() state='' cgroup='' crius_pid='' portmap='' kubelet_root='' cgroup_root='' sysctls='' driver=cgroupfs
     [[ -f $dir/$CONF_MARKER ]] || return 0
     if [[ -f $env ]]; then
         while IFS='=' read -r key value; do
@@ -451,6 +464,7 @@ conf_teardown() {
             KUBELET_ROOT) kubelet_root=$value ;;
             CGROUP_ROOT) cgroup_root=$value ;;
             SYSCTLS) sysctls=$value ;;
+            CGROUP_DRIVER) driver=$value ;;
             esac
         done <"$env"
     fi
@@ -469,18 +483,23 @@ conf_teardown() {
     # everything left: the harness cgroup (monitors), pod processes, stragglers
     local cgs=() d kube_cgroups=''
     # kubelet's cgroups: its private cgroupRoot, or kubepods when it ran with cgroupRoot "/"
-    # (never the root itself: that would be every process on the host)
+    # (never the root itself: that would be every process on the host); kubepods.slice with the
+    # systemd driver (only "/" is supported there)
     if [[ -n $cgroup_root ]]; then
         kube_cgroups=${cgroup_root#/}
         kube_cgroups=${kube_cgroups%/}
-        [[ -n $kube_cgroups ]] || kube_cgroups=kubepods
+        if [[ -z $kube_cgroups ]]; then
+            kube_cgroups=kubepods
+            [[ $driver == systemd ]] && kube_cgroups=kubepods.slice
+        fi
     fi
     mapfile -t cgs < <(cgroups_named_by "$dir/crius.log")
     for _ in 1 2 3 4 5; do
         mapfile -t left < <({
             _conf_pids_of "$dir" "$state" "$cgroup"
             for d in "${cgs[@]}"; do cat "$d/cgroup.procs" 2>/dev/null; done
-            [[ -n $kube_cgroups ]] && find /sys/fs/cgroup/*/"$kube_cgroups" -name cgroup.procs -exec cat {} + 2>/dev/null
+            [[ -n $kube_cgroups ]] && find /sys/fs/cgroup/*/"$kube_cgroups" "/sys/fs/cgroup/$kube_cgroups" \
+                -name cgroup.procs -exec cat {} + 2>/dev/null
         } | sort -u | grep -vx -e "$$" -e "$BASHPID" || true)
         ((${#left[@]})) || break
         kill -KILL "${left[@]}" 2>/dev/null || true
@@ -489,7 +508,12 @@ conf_teardown() {
     _conf_umount_under "$dir"
     _conf_umount_under "$state"
     for d in "${cgs[@]}"; do rmdir "$d" 2>/dev/null || true; done
-    [[ -n $kube_cgroups ]] && _conf_rm_cgroup_tree "$kube_cgroups"
+    if [[ $driver == systemd && -n $kube_cgroups ]]; then
+        # systemd owns the slices: stopping kubepods.slice removes every pod slice under it
+        systemctl stop "$kube_cgroups" 2>/dev/null || true
+    elif [[ -n $kube_cgroups ]]; then
+        _conf_rm_cgroup_tree "$kube_cgroups"
+    fi
     [[ -n $cgroup ]] && rmdir "$cgroup" 2>/dev/null
     for b in "${bridges[@]}"; do
         [[ -e /sys/class/net/$b ]] && ip link del "$b" 2>/dev/null

@@ -228,6 +228,18 @@ impl Context {
             .go()
             .await
             .map_err(|e| CriError::internal("creating the container", e))?;
+        if crate::cgroup_driver::is_scope(&record.cgroups_path)
+            && let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().clone())
+        {
+            // Before StartContainer: the init still waits to exec the container's command.
+            let path = record.cgroups_path.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::container::update::apply_beyond_systemd(&path, &resources)
+            })
+            .await
+            .map_err(|e| CriError::Internal(format!("cgroup task: {e}")))?
+            .map_err(|e| CriError::internal("setting the limits systemd does not hold", e))?;
+        }
         // The container process exists; the record does not say so yet.
         crate::util::failpoint("create-container:created")
             .await

@@ -60,8 +60,10 @@ impl Context {
                     // reload would put the old values back. The files too, as runc does: systemd
                     // has no property for some (hugetlb), and the values agree.
                     crate::cgroup_driver::update_scope(&path, &oci)?;
+                    apply_beyond_systemd(&path, &oci)
+                } else {
+                    apply(&path, &oci)
                 }
-                apply(&path, &oci)
             })
             .await
             .map_err(|e| CriError::Internal(format!("update task: {e}")))?
@@ -105,6 +107,17 @@ fn shares_to_weight(shares: u64) -> u64 {
             (10f64.powf(exponent).ceil() as u64).clamp(1, MAX_WEIGHT)
         }
     }
+}
+
+/// Writes `r` into a systemd scope's cgroup after its unit got the properties: libcgroups'
+/// systemd manager turns only some of the resources into properties and drops the rest with a
+/// warning (hugetlb limits, and every unified key it does not map, memory.swap.max and
+/// memory.oom.group among them), so the files are written here, as runc does after systemd.
+pub fn apply_beyond_systemd(cgroups_path: &str, r: &LinuxResources) -> Result<(), UpdateError> {
+    if r.hugepage_limits().as_ref().is_some_and(|p| !p.is_empty()) {
+        crate::cgroup_driver::enable_hugetlb(cgroups_path)?;
+    }
+    apply(cgroups_path, r)
 }
 
 /// Write `r` into the cgroup at `cgroups_path`.
