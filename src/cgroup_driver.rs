@@ -41,6 +41,11 @@ pub enum DriverError {
     Dbus(String),
     #[error("systemd scope {unit}: {reason}")]
     Scope { unit: String, reason: String },
+    #[error("making the cgroup parent {path}: {reason}")]
+    Parent {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// The filesystem form of a slice: `a-b.slice` is `/a.slice/a-b.slice` (systemd nests a
@@ -213,6 +218,30 @@ pub fn update_scope(
         freezer_state: None,
     })
     .map_err(|e| err(e.to_string()))
+}
+
+/// With the cgroupfs driver on the unified hierarchy, makes the directories above `cgroup`
+/// (such as `/crius` or kubelet's pod cgroup) before libcontainer does. libcgroups' v2 manager
+/// checks that each level exists and then creates it, so two pods created at once race on a
+/// shared parent and one fails with EEXIST; `create_dir_all` does not. It still enables the
+/// controllers on every level it finds. Nothing to do for systemd scopes (systemd makes the
+/// slices) or on v1 (its managers tolerate existing directories).
+pub fn make_cgroupfs_parents(cgroup: &str) -> Result<(), DriverError> {
+    let root = Path::new(CGROUP_ROOT);
+    if is_scope(cgroup) || !root.join("cgroup.controllers").exists() {
+        return Ok(());
+    }
+    let Some(parent) = Path::new(cgroup.trim_start_matches('/')).parent() else {
+        return Ok(());
+    };
+    if parent.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let dir = root.join(parent);
+    std::fs::create_dir_all(&dir).map_err(|e| DriverError::Parent {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })
 }
 
 /// Enables the hugetlb controller for `cgroup` (a scope's cgroup path) in the

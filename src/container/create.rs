@@ -223,6 +223,8 @@ impl Context {
                 CriError::internal(format!("creating log directory {}", parent.display()), e)
             })?;
         }
+        crate::cgroup_driver::make_cgroupfs_parents(&record.cgroups_path)
+            .map_err(|e| CriError::internal("preparing the container cgroup", e))?;
         undo.push(Undo::Container);
         let created = pending
             .go()

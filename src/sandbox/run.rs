@@ -179,6 +179,8 @@ impl Context {
         }
         timer.step("cgroup");
 
+        crate::cgroup_driver::make_cgroupfs_parents(&record.cgroups_path)
+            .map_err(|e| CriError::internal("preparing the sandbox cgroup", e))?;
         rollback.push(Undo::KillContainer { id: id.into() });
         let create = async {
             monitor
