@@ -179,7 +179,7 @@ pub fn check_systemd() -> Result<(), DriverError> {
     if !libcgroups::systemd::booted() {
         return Err(DriverError::NoSystemd);
     }
-    if !Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() {
+    if !unified_hierarchy() {
         return Err(DriverError::NotUnified);
     }
     // Building libcgroups' systemd manager connects to the system bus and asks systemd for
@@ -220,6 +220,11 @@ pub fn update_scope(
     .map_err(|e| err(e.to_string()))
 }
 
+/// /sys/fs/cgroup is the unified (v2) hierarchy itself.
+fn unified_hierarchy() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
 /// With the cgroupfs driver on the unified hierarchy, makes the directories above `cgroup`
 /// (such as `/crius` or kubelet's pod cgroup) before libcontainer does. libcgroups' v2 manager
 /// checks that each level exists and then creates it, so two pods created at once race on a
@@ -227,8 +232,7 @@ pub fn update_scope(
 /// controllers on every level it finds. Nothing to do for systemd scopes (systemd makes the
 /// slices) or on v1 (its managers tolerate existing directories).
 pub fn make_cgroupfs_parents(cgroup: &str) -> Result<(), DriverError> {
-    let root = Path::new(CGROUP_ROOT);
-    if is_scope(cgroup) || !root.join("cgroup.controllers").exists() {
+    if is_scope(cgroup) || !unified_hierarchy() {
         return Ok(());
     }
     let Some(parent) = Path::new(cgroup.trim_start_matches('/')).parent() else {
@@ -237,7 +241,7 @@ pub fn make_cgroupfs_parents(cgroup: &str) -> Result<(), DriverError> {
     if parent.as_os_str().is_empty() {
         return Ok(());
     }
-    let dir = root.join(parent);
+    let dir = Path::new(CGROUP_ROOT).join(parent);
     std::fs::create_dir_all(&dir).map_err(|e| DriverError::Parent {
         path: dir.clone(),
         reason: e.to_string(),
@@ -255,20 +259,22 @@ pub fn enable_hugetlb(cgroup: &str) -> Result<(), DriverError> {
         unit: scope_unit(cgroup).unwrap_or_default(),
         reason,
     };
-    let mut dir = std::path::PathBuf::from(CGROUP_ROOT);
-    let parents: Vec<&str> = cgroup.trim_start_matches('/').split('/').collect();
-    for (i, name) in parents.iter().enumerate() {
+    let enable = |dir: &Path| {
         let control = dir.join("cgroup.subtree_control");
         let enabled = std::fs::read_to_string(&control)
             .map_err(|e| err(format!("reading {}: {e}", control.display())))?;
-        if !enabled.split_whitespace().any(|c| c == HUGETLB) {
-            std::fs::write(&control, format!("+{HUGETLB}"))
-                .map_err(|e| err(format!("enabling {HUGETLB} in {}: {e}", control.display())))?;
+        if enabled.split_whitespace().any(|c| c == HUGETLB) {
+            return Ok(());
         }
-        if i + 1 == parents.len() {
-            break;
-        }
-        dir.push(name);
+        std::fs::write(&control, format!("+{HUGETLB}"))
+            .map_err(|e| err(format!("enabling {HUGETLB} in {}: {e}", control.display())))
+    };
+    let mut dir = std::path::PathBuf::from(CGROUP_ROOT);
+    enable(&dir)?;
+    let slices = Path::new(cgroup.trim_start_matches('/')).parent();
+    for slice in slices.into_iter().flat_map(Path::components) {
+        dir.push(slice);
+        enable(&dir)?;
     }
     Ok(())
 }

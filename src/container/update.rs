@@ -11,6 +11,7 @@ use crate::stats::{CgroupLayout, Source};
 use crate::store::ContainerState;
 use k8s_cri::v1::LinuxContainerResources;
 use oci_spec::runtime::LinuxResources;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -60,7 +61,7 @@ impl Context {
                     // reload would put the old values back. The files too, as runc does: systemd
                     // has no property for some (hugetlb), and the values agree.
                     crate::cgroup_driver::update_scope(&path, &oci)?;
-                    apply_beyond_systemd(&path, &oci)
+                    apply_to_scope(&path, &oci)
                 } else {
                     apply(&path, &oci)
                 }
@@ -109,11 +110,53 @@ fn shares_to_weight(shares: u64) -> u64 {
     }
 }
 
-/// Writes `r` into a systemd scope's cgroup after its unit got the properties: libcgroups'
-/// systemd manager turns only some of the resources into properties and drops the rest with a
-/// warning (hugetlb limits, and every unified key it does not map, memory.swap.max and
-/// memory.oom.group among them), so the files are written here, as runc does after systemd.
+/// The unified keys libcgroups' systemd manager turns into unit properties (its
+/// systemd/unified.rs); it drops every other key with only a warning.
+const KEYS_SYSTEMD_HOLDS: [&str; 9] = [
+    "cpu.weight",
+    "cpu.max",
+    "cpuset.cpus",
+    "cpuset.mems",
+    "memory.min",
+    "memory.low",
+    "memory.high",
+    "memory.max",
+    "pids.max",
+];
+
+/// The part of `r` that a scope's unit properties cannot hold: hugetlb limits (systemd has no
+/// hugetlb controller) and the unified keys libcgroups' systemd manager does not map
+/// (memory.swap.max and memory.oom.group among them). `None` when there is none.
+fn beyond_systemd(r: &LinuxResources) -> Option<LinuxResources> {
+    let pages = r.hugepage_limits().clone().filter(|p| !p.is_empty());
+    let unified: HashMap<String, String> = r
+        .unified()
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !KEYS_SYSTEMD_HOLDS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    if pages.is_none() && unified.is_empty() {
+        return None;
+    }
+    let mut rest = LinuxResources::default();
+    rest.set_hugepage_limits(pages);
+    rest.set_unified((!unified.is_empty()).then_some(unified));
+    Some(rest)
+}
+
+/// At create, after libcontainer's systemd manager set the unit's properties: writes the part
+/// of `r` it dropped into the scope's cgroup files, as runc does after systemd. Nothing (no
+/// mountinfo read) when systemd holds all of it.
 pub fn apply_beyond_systemd(cgroups_path: &str, r: &LinuxResources) -> Result<(), UpdateError> {
+    match beyond_systemd(r) {
+        Some(rest) => apply_to_scope(cgroups_path, &rest),
+        None => Ok(()),
+    }
+}
+
+/// [`apply`] on a systemd scope's cgroup: hugetlb enabled on the slices above it first.
+fn apply_to_scope(cgroups_path: &str, r: &LinuxResources) -> Result<(), UpdateError> {
     if r.hugepage_limits().as_ref().is_some_and(|p| !p.is_empty()) {
         crate::cgroup_driver::enable_hugetlb(cgroups_path)?;
     }
@@ -233,7 +276,39 @@ pub fn apply(cgroups_path: &str, r: &LinuxResources) -> Result<(), UpdateError> 
 
 #[cfg(test)]
 mod tests {
-    use super::shares_to_weight;
+    use super::{beyond_systemd, shares_to_weight};
+    use oci_spec::runtime::{LinuxHugepageLimit, LinuxResources};
+    use std::collections::HashMap;
+
+    #[test]
+    fn only_what_systemd_drops_is_left_for_the_files() {
+        let mut r = LinuxResources::default();
+        r.set_unified(Some(HashMap::from([
+            ("memory.max".to_string(), "100".to_string()),
+            ("pids.max".to_string(), "10".to_string()),
+        ])));
+        assert!(beyond_systemd(&r).is_none(), "systemd holds all of it");
+
+        let mut page = LinuxHugepageLimit::default();
+        page.set_page_size("2MB".into());
+        page.set_limit(4 << 20);
+        r.set_hugepage_limits(Some(vec![page.clone()]));
+        r.set_unified(Some(HashMap::from([
+            ("memory.max".to_string(), "100".to_string()),
+            ("memory.swap.max".to_string(), "0".to_string()),
+            ("memory.oom.group".to_string(), "1".to_string()),
+        ])));
+        let rest = beyond_systemd(&r).expect("hugetlb and two unified keys");
+        assert_eq!(rest.hugepage_limits().as_deref(), Some(&[page][..]));
+        assert_eq!(
+            rest.unified().clone().unwrap(),
+            HashMap::from([
+                ("memory.swap.max".to_string(), "0".to_string()),
+                ("memory.oom.group".to_string(), "1".to_string()),
+            ])
+        );
+        assert!(rest.cpu().is_none() && rest.memory().is_none());
+    }
 
     #[test]
     fn shares_map_to_weights() {
