@@ -2,10 +2,12 @@
 //! monitor finds the cgroup from init's /proc entry right after create, so it can still clean
 //! up after init is gone.
 
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -214,10 +216,18 @@ impl ContainerCgroup {
 /// The container's memory cgroup, where the kernel counts OOM kills: the v1 memory hierarchy's
 /// directory, or the unified one on a v2-only host. `None` when it is the monitor's own
 /// (its counter would not be the container's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// On v2 the counter is also watched while the container runs (memory.events raises a modify
+/// event when it changes): with the systemd driver, systemd removes an emptied scope, often
+/// before the monitor has reaped init and could read the counter. containerd's shim watches the
+/// same file for the same reason.
+#[derive(Debug)]
 pub struct MemoryCgroup {
     dir: PathBuf,
     v2: bool,
+    watch: Option<Inotify>,
+    /// The highest count read so far.
+    seen: Option<u64>,
 }
 
 /// The memory line of /proc/PID/cgroup: (mount dir, path).
@@ -255,23 +265,70 @@ impl MemoryCgroup {
         if path == "/" || pick_memory(&ours, unified_only).is_some_and(|(_, p)| p == path) {
             return Ok(None);
         }
-        Ok(Some(Self {
-            dir: Path::new(ROOT)
-                .join(mount)
-                .join(path.trim_start_matches('/')),
+        let dir = Path::new(ROOT)
+            .join(mount)
+            .join(path.trim_start_matches('/'));
+        let watch = if unified_only {
+            watch_events(&dir.join("memory.events"))
+        } else {
+            None
+        };
+        let mut cgroup = Self {
+            dir,
             v2: unified_only,
-        }))
+            watch,
+            seen: None,
+        };
+        cgroup.refresh();
+        Ok(Some(cgroup))
     }
 
-    /// How many processes the kernel's OOM killer killed in this cgroup; `None` if unknown
-    /// (cgroup gone, or a kernel without the counter).
-    pub fn oom_kills(&self) -> Option<u64> {
+    /// The watch to poll for readability (v2 only); call `on_watch_ready` when it is.
+    pub fn watch_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.watch.as_ref().map(|w| w.as_fd())
+    }
+
+    /// Consumes the pending change events and reads the counter while the cgroup still exists.
+    pub fn on_watch_ready(&mut self) {
+        if let Some(w) = &self.watch {
+            while matches!(w.read_events(), Ok(events) if !events.is_empty()) {}
+        }
+        self.refresh();
+    }
+
+    /// How many processes the kernel's OOM killer killed in this cgroup: read now, or the last
+    /// figure seen if the cgroup is gone; `None` if never known (a kernel without the counter).
+    pub fn oom_kills(&mut self) -> Option<u64> {
+        self.on_watch_ready();
+        self.seen
+    }
+
+    fn refresh(&mut self) {
         let file = if self.v2 {
             "memory.events"
         } else {
             "memory.oom_control"
         };
-        parse_oom_kills(&fs::read_to_string(self.dir.join(file)).ok()?)
+        if let Some(n) = fs::read_to_string(self.dir.join(file))
+            .ok()
+            .and_then(|t| parse_oom_kills(&t))
+        {
+            self.seen = Some(self.seen.map_or(n, |s| s.max(n)));
+        }
+    }
+}
+
+/// A non-blocking inotify watch for changes of `file`; `None` (logged) if it cannot be set up,
+/// then only the read at exit counts.
+fn watch_events(file: &Path) -> Option<Inotify> {
+    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .and_then(|w| w.add_watch(file, AddWatchFlags::IN_MODIFY).map(|_| w));
+    match watch {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "cannot watch for OOM kills");
+            None
+        }
     }
 }
 

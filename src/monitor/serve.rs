@@ -378,10 +378,13 @@ impl Monitor {
         sys::trim_file_pages();
         let mut last_trim = Instant::now();
         while self.exited.is_none() {
-            let (sig_ready, conn_ready, output_ready, attach_ready) = {
-                let mut fds = Vec::with_capacity(8);
+            let (sig_ready, conn_ready, output_ready, attach_ready, oom_ready) = {
+                let mut fds = Vec::with_capacity(9);
                 fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
                 fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+                let oom_watch = self.container.memory.as_ref().and_then(|m| m.watch_fd());
+                fds.extend(oom_watch.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+                let outputs_start = fds.len();
                 fds.extend(self.pump.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
                 let outputs_end = fds.len();
                 fds.extend(
@@ -398,7 +401,7 @@ impl Monitor {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                let outputs: Vec<usize> = fds[2..outputs_end]
+                let outputs: Vec<usize> = fds[outputs_start..outputs_end]
                     .iter()
                     .enumerate()
                     .filter(|(_, f)| ready(f))
@@ -408,8 +411,13 @@ impl Monitor {
                     .iter()
                     .map(|f| f.revents().unwrap_or(PollFlags::empty()))
                     .collect();
-                (ready(&fds[0]), ready(&fds[1]), outputs, attach)
+                let oom = outputs_start > 2 && ready(&fds[2]);
+                (ready(&fds[0]), ready(&fds[1]), outputs, attach, oom)
             };
+            // Before the exit is handled: the counter must be read while the cgroup exists.
+            if oom_ready && let Some(memory) = self.container.memory.as_mut() {
+                memory.on_watch_ready();
+            }
             // Clients first: their indexes are only valid until new output drops a slow one.
             if attach_ready.iter().any(|r| !r.is_empty()) {
                 self.fanout.on_ready(&attach_ready);
@@ -478,7 +486,7 @@ impl Monitor {
         let oom_killed = self
             .container
             .memory
-            .as_ref()
+            .as_mut()
             .and_then(MemoryCgroup::oom_kills)
             .is_some_and(|n| n > 0);
         tracing::info!(id = %self.id, exit_code, ?signal, oom_killed, "container exited");
