@@ -286,6 +286,67 @@ async fn pods_run_in_scopes_under_kubelets_slices() {
     }
 }
 
+/// OOM kills in a scope are reported as OOMKilled, for init itself and for a child of init with
+/// kubelet's `memory.oom.group` 1 (the group kill ends init too). systemd removes a scope as
+/// soon as it is empty, so the monitor must have read the kill counter by then.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs systemd as PID 1 and cgroup v2: hack/vm/run runs it in a Debian 12 guest"]
+async fn oom_kills_in_scopes_are_reported() {
+    require_systemd_v2();
+    let uid = common::random_hex(16);
+    let pod_slice = format!("kubepods-pod{uid}.slice");
+    let mut made = vec![pod_slice.clone()];
+    if !loaded("kubepods.slice") || show("kubepods.slice", "ActiveState") != "active" {
+        made.push("kubepods.slice".into());
+    }
+    let _slices = Slices(made);
+    let d = TestDaemon::start(driver_opts()).await;
+    d.import_busybox();
+    let mut pod_config = d.host_network_pod_config("systemd-oom");
+    pod_config.linux.as_mut().expect("linux").cgroup_parent = pod_slice.clone();
+    let pod = d.run_pod(pod_config.clone()).await;
+
+    let cases: [(&str, &[&str], bool); 2] = [
+        (
+            "direct",
+            &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=2"],
+            false,
+        ),
+        (
+            "child",
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/dev/null bs=64M count=2; echo after $?",
+            ],
+            true,
+        ),
+    ];
+    for (name, cmd, oom_group) in cases {
+        let mut c = container_config(name, cmd);
+        let r = resources(&mut c);
+        r.memory_limit_in_bytes = 32 << 20;
+        if oom_group {
+            r.unified = HashMap::from([("memory.oom.group".to_string(), "1".to_string())]);
+        }
+        let id = d.run_container(&pod, &pod_config, c).await;
+        let status = d
+            .wait_exited(&id, common::scaled(std::time::Duration::from_secs(60)))
+            .await;
+        let monitor_log =
+            std::fs::read_to_string(d.state().join("m").join(&id).join("monitor.log"))
+                .unwrap_or_default();
+        assert_eq!(
+            (status.exit_code, status.reason.as_str()),
+            (137, "OOMKilled"),
+            "{name}: {status:?}; monitor log:\n{monitor_log}"
+        );
+        d.remove_container(&id).await;
+    }
+    d.stop_and_remove(&pod).await;
+    assert_no_leaks(&d).await;
+}
+
 /// A pod with no cgroup parent gets its scopes in system.slice; a cgroupfs-style parent is
 /// refused with InvalidArgument and leaves nothing.
 #[tokio::test(flavor = "multi_thread")]

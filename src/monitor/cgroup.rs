@@ -283,6 +283,10 @@ impl MemoryCgroup {
         Ok(Some(cgroup))
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The watch to poll for readability (v2 only); call `on_watch_ready` when it is.
     pub fn watch_fd(&self) -> Option<BorrowedFd<'_>> {
         self.watch.as_ref().map(|w| w.as_fd())
