@@ -218,16 +218,59 @@ impl ContainerCgroup {
 /// (its counter would not be the container's).
 ///
 /// On v2 the counter is also watched while the container runs (memory.events raises a modify
-/// event when it changes): with the systemd driver, systemd removes an emptied scope, often
-/// before the monitor has reaped init and could read the counter. containerd's shim watches the
-/// same file for the same reason.
+/// event when it changes; containerd's shim watches the same file). That alone is not enough
+/// with the systemd driver: systemd removes an emptied scope as soon as its last process
+/// exits, and the kernel defers a memory.events notification that comes within 20 ms of the
+/// previous one (the `max` events of a container at its limit come that often), so the OOM
+/// kill's notification can be dropped with the removed cgroup before it is read. The parent's
+/// memory.events counts its children's kills too and outlives the scope: it is watched as
+/// well, and a rise of the parent's count that the container's own count did not show while it
+/// could still be read is the container's (see `OomCount`).
 #[derive(Debug)]
 pub struct MemoryCgroup {
     dir: PathBuf,
     v2: bool,
+    /// The parent's memory.events (v2, below the root), for the fallback.
+    parent_events: Option<PathBuf>,
     watch: Option<Inotify>,
-    /// The highest count read so far.
-    seen: Option<u64>,
+    count: OomCount,
+}
+
+/// The OOM kill counts read so far: the container's own, and the parent's at the same moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct OomCount {
+    /// The highest count of the container's own cgroup read so far.
+    own: Option<u64>,
+    /// The parent's count read just before the last successful read of the container's own.
+    parent: Option<u64>,
+}
+
+impl OomCount {
+    /// Takes in one reading: the parent's count (read first) and the container's own
+    /// (`None` when its cgroup is gone). While the container's cgroup exists, every rise of the
+    /// parent's count it does not share is a sibling's, and moves the parent baseline.
+    fn observe(&mut self, parent: Option<u64>, own: Option<u64>) {
+        let Some(own) = own else { return };
+        self.own = Some(self.own.map_or(own, |s| s.max(own)));
+        self.parent = parent;
+    }
+
+    /// The container's count: its own when it was read at last; once its cgroup is gone, its
+    /// last own count plus the parent's rise since then. (Reading the parent before the
+    /// container keeps a kill between the two reads counted: at worst twice, never not at all.)
+    /// A sibling killed in the same instant as this container's cgroup went can be counted
+    /// here: the price of not losing this container's own kills.
+    fn total(&self, parent_now: Option<u64>, own_now: Option<u64>) -> Option<u64> {
+        if let Some(own) = own_now {
+            return Some(self.own.map_or(own, |s| s.max(own)));
+        }
+        match (self.parent, parent_now) {
+            (Some(before), Some(now)) if now > before => {
+                Some(self.own.unwrap_or(0) + (now - before))
+            }
+            _ => self.own,
+        }
+    }
 }
 
 /// The memory line of /proc/PID/cgroup: (mount dir, path).
@@ -268,16 +311,25 @@ impl MemoryCgroup {
         let dir = Path::new(ROOT)
             .join(mount)
             .join(path.trim_start_matches('/'));
+        // The root cgroup has no memory.events; a parent without the memory controller has none.
+        let parent_events = dir
+            .parent()
+            .filter(|p| unified_only && *p != Path::new(ROOT))
+            .map(|p| p.join("memory.events"))
+            .filter(|f| f.exists());
         let watch = if unified_only {
-            watch_events(&dir.join("memory.events"))
+            let mut files = vec![dir.join("memory.events")];
+            files.extend(parent_events.clone());
+            watch_events(&files)
         } else {
             None
         };
         let mut cgroup = Self {
             dir,
             v2: unified_only,
+            parent_events,
             watch,
-            seen: None,
+            count: OomCount::default(),
         };
         cgroup.refresh();
         Ok(Some(cgroup))
@@ -292,45 +344,58 @@ impl MemoryCgroup {
         self.watch.as_ref().map(|w| w.as_fd())
     }
 
-    /// Consumes the pending change events and reads the counter while the cgroup still exists.
+    /// Consumes the pending change events and reads the counters while the cgroup still exists.
     pub fn on_watch_ready(&mut self) {
-        if let Some(w) = &self.watch {
-            while matches!(w.read_events(), Ok(events) if !events.is_empty()) {}
-        }
+        self.drain_events();
         self.refresh();
     }
 
-    /// How many processes the kernel's OOM killer killed in this cgroup: read now, or the last
-    /// figure seen if the cgroup is gone; `None` if never known (a kernel without the counter).
+    /// How many processes the kernel's OOM killer killed in this cgroup: read now, or, if the
+    /// cgroup is gone, what was seen plus what its parent counted since; `None` if never known
+    /// (a kernel without the counter).
     pub fn oom_kills(&mut self) -> Option<u64> {
-        self.on_watch_ready();
-        self.seen
+        self.drain_events();
+        let (parent, own) = self.read();
+        self.count.total(parent, own)
+    }
+
+    fn drain_events(&self) {
+        if let Some(w) = &self.watch {
+            while matches!(w.read_events(), Ok(events) if !events.is_empty()) {}
+        }
     }
 
     fn refresh(&mut self) {
+        let (parent, own) = self.read();
+        self.count.observe(parent, own);
+    }
+
+    /// The parent's count, then the container's own.
+    fn read(&self) -> (Option<u64>, Option<u64>) {
+        let count = |f: &Path| fs::read_to_string(f).ok().and_then(|t| parse_oom_kills(&t));
+        let parent = self.parent_events.as_deref().and_then(count);
         let file = if self.v2 {
             "memory.events"
         } else {
             "memory.oom_control"
         };
-        if let Some(n) = fs::read_to_string(self.dir.join(file))
-            .ok()
-            .and_then(|t| parse_oom_kills(&t))
-        {
-            self.seen = Some(self.seen.map_or(n, |s| s.max(n)));
-        }
+        (parent, count(&self.dir.join(file)))
     }
 }
 
-/// A non-blocking inotify watch for changes of `file`; `None` (logged) if it cannot be set up,
-/// then only the read at exit counts.
-fn watch_events(file: &Path) -> Option<Inotify> {
-    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .and_then(|w| w.add_watch(file, AddWatchFlags::IN_MODIFY).map(|_| w));
+/// A non-blocking inotify watch for changes of `files`; `None` (logged) if it cannot be set
+/// up, then only the read at exit counts.
+fn watch_events(files: &[PathBuf]) -> Option<Inotify> {
+    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).and_then(|w| {
+        for f in files {
+            w.add_watch(f, AddWatchFlags::IN_MODIFY)?;
+        }
+        Ok(w)
+    });
     match watch {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::warn!(file = %file.display(), error = %e, "cannot watch for OOM kills");
+            tracing::warn!(?files, error = %e, "cannot watch for OOM kills");
             None
         }
     }
@@ -413,5 +478,26 @@ mod tests {
             Some(1)
         );
         assert_eq!(parse_oom_kills("oom_kill_disable 0\n"), None);
+    }
+
+    #[test]
+    fn a_kill_lost_with_the_cgroup_is_found_in_the_parent() {
+        let mut c = OomCount::default();
+        c.observe(Some(3), Some(0));
+        // A sibling's kill while the container's cgroup exists moves the baseline.
+        c.observe(Some(4), Some(0));
+        assert_eq!(c.total(Some(4), Some(0)), Some(0));
+        // Read at exit while the cgroup exists: its own count, whatever the parent says.
+        assert_eq!(c.total(Some(9), Some(1)), Some(1));
+        // The cgroup went before its kill was read: the parent's rise is the container's.
+        assert_eq!(c.total(Some(5), None), Some(1));
+        // Gone with no rise in the parent: what was seen.
+        assert_eq!(c.total(Some(4), None), Some(0));
+        // No parent (v1, or a child of the root): only what was seen.
+        let mut v1 = OomCount::default();
+        v1.observe(None, Some(2));
+        v1.observe(None, None);
+        assert_eq!(v1.total(None, None), Some(2));
+        assert_eq!(OomCount::default().total(None, None), None);
     }
 }
