@@ -6,7 +6,7 @@ use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
 use crate::image::ImageStore;
 use crate::network::Cni;
-pub use crate::oplocks::{OpGuard, OpLocks};
+pub use crate::oplocks::OpLocks;
 use crate::stats::CpuSampler;
 use crate::store::{ContainerStore, SandboxStore};
 use k8s_cri::v1::ContainerEventResponse;

@@ -4,22 +4,22 @@
 //! reaped by its own `crius monitor` process so that libcontainer never runs inside the
 //! multi-threaded daemon and containers outlive daemon restarts.
 
-pub mod cgroup_driver;
+pub(crate) mod cgroup_driver;
 pub mod cli;
 pub mod config;
-pub mod container;
-pub mod context;
-pub mod error;
+pub(crate) mod container;
+pub(crate) mod context;
+pub(crate) mod error;
 pub mod image;
 pub mod monitor;
-pub mod network;
-pub mod oci;
-pub mod oplocks;
-pub mod sandbox;
+pub(crate) mod network;
+pub(crate) mod oci;
+pub(crate) mod oplocks;
+pub(crate) mod sandbox;
 pub mod server;
 pub mod snapshot;
-pub mod stats;
-pub mod store;
-pub mod streaming;
-pub mod util;
-pub mod validate;
+pub(crate) mod stats;
+pub(crate) mod store;
+pub(crate) mod streaming;
+pub(crate) mod util;
+pub(crate) mod validate;

@@ -1,23 +1,23 @@
 //! The built-in client: crictl's everyday verbs over CRI v1 on the daemon's socket (for nodes
 //! without crictl), plus `crius image import|export` which work on the store directly.
 
-pub mod config_json;
-pub mod connect;
-pub mod containers;
-pub mod error;
+pub(crate) mod config_json;
+pub(crate) mod connect;
+pub(crate) mod containers;
+pub(crate) mod error;
 pub mod image;
-pub mod images;
-pub mod logs;
-pub mod output;
-pub mod pods;
-pub mod portforward;
-pub mod stats;
-pub mod stream;
-pub mod stream_client;
-pub mod system;
+pub(crate) mod images;
+pub(crate) mod logs;
+pub(crate) mod output;
+pub(crate) mod pods;
+pub(crate) mod portforward;
+pub(crate) mod stats;
+pub(crate) mod stream;
+pub(crate) mod stream_client;
+pub(crate) mod system;
 
 pub use connect::ConnectOpts;
-pub use error::CliError;
+pub(crate) use error::CliError;
 pub use image::{image_export, image_import};
 
 use connect::Client;

@@ -13,27 +13,28 @@
 //!
 //! Readers never take the lock: every file they read is replaced atomically.
 
-pub mod archive;
+pub(crate) mod archive;
 pub mod builtin;
-pub mod compression;
-pub mod content;
-pub mod export;
-pub mod index;
-pub mod leases;
-pub mod lock;
+pub(crate) mod compression;
+pub(crate) mod content;
+pub(crate) mod export;
+pub(crate) mod index;
+pub(crate) mod leases;
+pub(crate) mod lock;
 pub mod pull;
-pub mod record;
-pub mod reference;
-pub mod registry;
-pub mod store;
-pub mod unpack;
+pub(crate) mod record;
+pub(crate) mod reference;
+pub(crate) mod registry;
+pub(crate) mod store;
+pub(crate) mod unpack;
 
 use std::path::PathBuf;
 
-pub use pull::{PullError, PullErrorKind, PullOptions, PullReport, Puller};
-pub use record::ImageRecord;
+pub(crate) use pull::PullError;
+pub use pull::{PullErrorKind, PullOptions, Puller};
+pub(crate) use record::ImageRecord;
 pub use registry::Credentials;
-pub use store::{FsUsage, GcReport, ImageStore, Removed};
+pub use store::ImageStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

@@ -50,7 +50,7 @@ mod exec_client;
 mod exit;
 mod helper;
 mod launch;
-pub mod own_cgroup;
+pub(crate) mod own_cgroup;
 mod paths;
 mod pump;
 mod runtime;
@@ -69,18 +69,17 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/crius.monitor.v1.rs"));
 }
 
-pub use attach_client::{AttachInput, AttachOutput, OutputStream};
+pub(crate) use attach_client::{AttachInput, AttachOutput, OutputStream};
 pub use client::{
-    ContainerState, ContainerStatus, MonitorClient, MonitorConfig, MonitorError, PendingCreate,
-    cleanup_orphan, pidfd_open, prepare_create, spawn_create,
+    ContainerStatus, MonitorClient, MonitorConfig, MonitorError, cleanup_orphan, spawn_create,
 };
+pub(crate) use client::{PendingCreate, pidfd_open};
 pub use cri_log::MAX_LINE as MAX_LOG_LINE;
-pub use exec_client::{
-    ExecOutput, ExecRequest, ExecStream, MAX_EXEC_OUTPUT, Resizer, exec_stream, exec_sync,
-};
+pub use exec_client::{ExecRequest, exec_sync};
+pub(crate) use exec_client::{ExecStream, Resizer, exec_stream};
 pub use exit::ExitInfo;
-pub use launch::Created;
-pub use paths::{BUNDLE_DIR, EXIT_FILE, LOG_FILE, PID_FILE, SOCKET};
+pub(crate) use paths::BUNDLE_DIR;
+pub use paths::SOCKET;
 pub use standby::Standby;
 pub use stdio::Stdio;
 
@@ -182,7 +181,7 @@ fn launch_checked(cfg: serve::ServeConfig) -> u8 {
 
 /// The container id becomes a path component under the runtime root; reject anything that is
 /// not a plain name before it is used as one (libcontainer applies the same rule later).
-pub fn validate_id(id: &str) -> Result<(), String> {
+pub(crate) fn validate_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id != "."
         && id != ".."

@@ -37,7 +37,6 @@ pub use error::SpecError;
 pub use host::HostFeatures;
 pub use namespaces::{PodNamespaces, namespaces_for};
 pub use resources::linux_resources;
-pub use spec::{SandboxSpecInput, sandbox_spec};
 pub use stop_signal::stop_signal;
 
 /// Fields of `linux` that crius never sets (SELinux labels, RDT, personality, net devices,

@@ -1,16 +1,17 @@
 //! Overlay snapshots: one directory per unpacked layer (`<root>/snapshots/<n>/fs`, keyed by
 //! chain id in `index.json`), and the overlay mounts that stack them into a container rootfs.
 
-pub mod index;
-pub mod mount;
-pub mod rootfs;
-pub mod skeleton;
+pub(crate) mod index;
+pub(crate) mod mount;
+pub(crate) mod rootfs;
+pub(crate) mod skeleton;
 
 use std::path::PathBuf;
 
-pub use index::{SnapshotEntry, Snapshots, TmpSnapshot};
-pub use mount::{is_mountpoint, mount_overlay, unmount};
-pub use rootfs::{RootfsDirs, prepare_rootfs, remove_rootfs};
+pub(crate) use index::Snapshots;
+pub(crate) use mount::is_mountpoint;
+pub use mount::{mount_overlay, unmount};
+pub(crate) use rootfs::{RootfsDirs, prepare_rootfs, remove_rootfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {

@@ -17,13 +17,7 @@ mod tests;
 
 pub use cgroup::{CgroupStats, cgroup_stats, sum_cgroup_stats};
 pub use cpu::CpuSampler;
-pub use cri::{
-    DEFAULT_INTERFACE, container_stats_cri, cpu_usage, filesystem_usage, memory_usage,
-    network_usage, pod_stats_cri, swap_usage,
-};
-pub use error::StatsError;
-pub use fs::{FsUsage, dir_usage};
+pub use cri::{container_stats_cri, pod_stats_cri};
+pub use fs::dir_usage;
 pub use layout::{CgroupLayout, Source};
-pub use net::{
-    InterfaceStats, NetworkStats, parse_net_dev, pod_network_stats, pod_network_stats_in,
-};
+pub use net::pod_network_stats;

@@ -9,5 +9,5 @@ pub mod records;
 pub mod sandbox;
 
 pub use container::{ContainerRecord, ContainerState, ContainerStore};
-pub use records::{Record, RecordStore, RecordSync, StoreError, UpdateError};
+pub use records::{RecordSync, StoreError, UpdateError};
 pub use sandbox::{SandboxRecord, SandboxState, SandboxStore};

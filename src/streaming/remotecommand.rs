@@ -14,7 +14,7 @@
 //! with an `ExitCode` cause), v1-v3 as the error text (nothing on success). Window sizes
 //! arrive on `resize` as JSON `{"Width":W,"Height":H}` objects, one after another.
 
-pub use super::channel::{Channel, ChannelWriter};
+pub use super::channel::Channel;
 use super::spdy::{self, Session};
 use super::{http, negotiate, upgrade_spdy, ws};
 use crate::monitor::{ExecRequest, ExecStream, MonitorError};

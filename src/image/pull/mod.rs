@@ -7,7 +7,7 @@
 
 mod fetch;
 mod flight;
-pub mod manifest;
+pub(crate) mod manifest;
 pub mod platform;
 
 use crate::config::RegistryConfig;

@@ -10,7 +10,7 @@ mod client;
 mod endpoint;
 mod tls;
 
-pub use auth::{Challenge, Credentials};
+pub use auth::Credentials;
 pub use client::{Fetched, RegistryClient, Session};
 pub use endpoint::{Endpoint, Scheme, endpoints, upstream_host};
 

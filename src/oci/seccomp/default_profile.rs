@@ -19,8 +19,6 @@ use oci_spec::runtime::{
     LinuxSeccompArgBuilder, LinuxSeccompOperator, LinuxSyscall,
 };
 
-use crate::oci::security::capability_set;
-
 const EPERM: u32 = libc::EPERM as u32;
 const ENOSYS: u32 = libc::ENOSYS as u32;
 
@@ -528,11 +526,6 @@ pub(super) fn seccomp_arg(
 
 fn owned(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
-}
-
-/// The profile for a workload with containerd's default capabilities.
-pub fn runtime_default() -> LinuxSeccomp {
-    runtime_default_with_caps(&capability_set(false, u64::MAX))
 }
 
 /// The profile for a workload holding `caps`: [`ALLOWED`], plus each group of

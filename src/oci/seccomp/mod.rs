@@ -13,7 +13,7 @@ use k8s_cri::v1::SecurityProfile;
 use k8s_cri::v1::security_profile::ProfileType;
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompOperator};
 
-pub use default_profile::{runtime_default, runtime_default_with_caps};
+pub use default_profile::runtime_default_with_caps;
 
 use super::SpecError;
 

@@ -102,7 +102,8 @@ fn privileged_and_unconfined_get_nothing() {
 
 #[test]
 fn runtime_default_shape() {
-    let p = runtime_default();
+    // The profile for a workload with containerd's default capabilities.
+    let p = runtime_default_with_caps(&capability_set(false, u64::MAX));
     assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
     assert_eq!(p.default_errno_ret(), Some(libc::ENOSYS as u32));
     let a = allowed(&p);
