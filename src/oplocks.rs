@@ -83,6 +83,7 @@ impl OpLocks {
         locked(&self.map).len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

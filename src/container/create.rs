@@ -316,7 +316,6 @@ impl Context {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         crate::oci::container_spec(&ContainerSpecInput {
-            id: &record.id,
             sandbox_id: &sandbox.id,
             config: &config,
             sandbox_config: &sandbox.config,

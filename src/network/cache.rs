@@ -2,7 +2,7 @@
 //! invocation arguments and, once ADD finished, its result. Teardown runs from this record
 //! alone, so it works after a daemon restart and after the conf dir has changed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -120,10 +120,6 @@ impl Cache {
             .collect();
         ids.sort();
         Ok(ids)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

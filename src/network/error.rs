@@ -43,12 +43,6 @@ pub enum NetworkError {
         reason: String,
     },
 
-    #[error("no network attachment recorded for sandbox {id}")]
-    NotAttached { id: String },
-
-    #[error("network {network}: {reason}")]
-    Unsupported { network: String, reason: String },
-
     #[error("CNI cache {}: {source}", path.display())]
     Cache {
         path: PathBuf,

@@ -24,7 +24,6 @@ const STDERR_TAIL: usize = 2048;
 pub enum CniCommand {
     Add,
     Del,
-    Check,
 }
 
 impl CniCommand {
@@ -32,7 +31,6 @@ impl CniCommand {
         match self {
             CniCommand::Add => "ADD",
             CniCommand::Del => "DEL",
-            CniCommand::Check => "CHECK",
         }
     }
 }

@@ -17,4 +17,4 @@ mod runtime;
 mod tests;
 
 pub use error::{NetworkError, PluginFailure};
-pub use runtime::{Cni, CniOptions, PodNetwork, PodNetworkStatus};
+pub use runtime::{Cni, CniOptions, DEFAULT_IFNAME, PodNetwork, PodNetworkStatus};

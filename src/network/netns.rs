@@ -1,7 +1,7 @@
 //! Pinned network namespaces: a pod's netns is kept alive by a bind mount of its nsfs file onto
 //! a file of ours, so it outlives its processes and can be handed to CNI plugins. A pod's netns
 //! is made before its sandbox container ([`create`]), so that CNI can wire it while the
-//! container is being created; [`pin`] pins the namespace of an existing process.
+//! container is being created.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -12,15 +12,6 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
 use super::NetworkError;
-
-/// Bind-mount the network namespace of `pid` onto `path` (created, with its parent directories).
-/// On failure the file is removed again, so nothing is left behind.
-pub fn pin(pid: i32, path: &Path) -> Result<(), NetworkError> {
-    placeholder(path)?;
-    bind(Path::new(&format!("/proc/{pid}/ns/net")), path)?;
-    tracing::debug!(pid, path = %path.display(), "pinned network namespace");
-    Ok(())
-}
 
 /// Create a new network namespace with its loopback up and pin it at `path`. The work runs on
 /// a thread of its own that exits afterwards (unshare(2) moves only the calling thread, which

@@ -9,8 +9,6 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct CniResult {
-    #[serde(rename = "cniVersion", default)]
-    pub cni_version: Option<String>,
     #[serde(default)]
     pub interfaces: Vec<Interface>,
     #[serde(default)]
@@ -24,8 +22,6 @@ pub struct CniResult {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Interface {
     pub name: String,
-    #[serde(default)]
-    pub mac: String,
     /// The netns path for interfaces inside the sandbox; empty for host-side ones (veth peers).
     #[serde(default)]
     pub sandbox: String,
@@ -35,14 +31,9 @@ pub struct Interface {
 pub struct IpConfig {
     /// CIDR notation, e.g. "10.22.0.5/24".
     pub address: String,
-    #[serde(default)]
-    pub gateway: Option<String>,
     /// Index into `interfaces`.
     #[serde(default)]
     pub interface: Option<usize>,
-    /// "4" or "6" in 0.3.x/0.4.0 results; absent in 1.0.0.
-    #[serde(default)]
-    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

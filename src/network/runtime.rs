@@ -44,6 +44,7 @@ pub struct PodNetwork<'a> {
     pub ifname: &'a str,
 }
 
+#[cfg(test)]
 impl<'a> PodNetwork<'a> {
     /// A pod with no port mappings, no DNS config and the default interface name.
     pub fn new(
@@ -92,6 +93,7 @@ impl Cni {
         }
     }
 
+    #[cfg(test)]
     pub fn options(&self) -> &CniOptions {
         &self.opts
     }
@@ -250,42 +252,6 @@ impl Cni {
             .await?;
         self.remove(id).await?;
         tracing::info!(id, network = %entry.network.name, "pod network torn down");
-        Ok(())
-    }
-
-    /// CHECK every plugin against the recorded result. Lists older than 0.4.0 (which has no
-    /// CHECK) and lists with "disableCheck" pass without running anything.
-    pub async fn check(&self, pod: &PodNetwork<'_>) -> Result<(), NetworkError> {
-        let Some(entry) = self.load(pod.id).await? else {
-            return Err(NetworkError::NotAttached {
-                id: pod.id.to_string(),
-            });
-        };
-        let network = &entry.network;
-        if network.disable_check || !network.version_at_least((0, 4, 0)) {
-            return Ok(());
-        }
-        let Some(result) = entry.result.as_ref() else {
-            return Err(NetworkError::Unsupported {
-                network: network.name.clone(),
-                reason: format!("ADD for sandbox {} never completed", pod.id),
-            });
-        };
-        let cni_args = entry.pod.cni_args();
-        let netns = pod.netns.to_string_lossy();
-        let inv = Invocation {
-            command: CniCommand::Check,
-            container_id: pod.id,
-            netns: &netns,
-            ifname: &entry.ifname,
-            cni_args: &cni_args,
-            bin_dirs: &self.opts.bin_dirs,
-            timeout: self.opts.plugin_timeout,
-        };
-        for index in 0..network.plugins.len() {
-            let stdin = plugin_stdin(network, index, Some(result), &entry.runtime_config);
-            run_plugin(&inv, network, index, &stdin).await?;
-        }
         Ok(())
     }
 
@@ -479,7 +445,6 @@ mod tests {
             json!({"dns": {"servers": ["1.1.1.1"], "searches": [], "options": []}})
         );
 
-        cni.check(&pod).await.unwrap();
         cni.teardown("sb1", None).await.unwrap();
         let c = calls(&tmp);
         let dels: Vec<_> = c.iter().filter(|c| c.0 == "DEL").collect();
@@ -495,22 +460,15 @@ mod tests {
             dels[0].2["runtimeConfig"]["dns"]["servers"][0], "1.1.1.1",
             "DEL gets the cached runtimeConfig"
         );
-        assert_eq!(c.iter().filter(|c| c.0 == "CHECK").count(), 2);
-        assert!(matches!(
-            cni.check(&pod).await,
-            Err(NetworkError::NotAttached { .. })
-        ));
     }
 
     #[tokio::test]
-    async fn old_lists_get_no_prev_result_on_del_and_skip_check() {
+    async fn old_lists_get_no_prev_result_on_del() {
         let (tmp, cni) = setup_dir("0.3.1", None);
         let pod = PodNetwork::new("sb2", "p", "ns", "u", Path::new("/nonexistent/ns"));
         cni.setup(&pod).await.unwrap();
-        cni.check(&pod).await.unwrap();
         cni.teardown("sb2", None).await.unwrap();
         let c = calls(&tmp);
-        assert!(c.iter().all(|c| c.0 != "CHECK"));
         assert!(
             c.iter()
                 .filter(|c| c.0 == "DEL")

@@ -180,8 +180,6 @@ async fn bridge_setup_check_and_teardown_after_restart() {
     assert!(cached.result.is_some());
     assert_eq!(cni.cached_ids().unwrap(), vec![id.clone()]);
 
-    cni.check(&pod).await.unwrap();
-
     // The conf dir changing after setup must not matter: teardown uses the cached list.
     std::fs::remove_file(net.tmp.path().join("conf/10-test.conflist")).unwrap();
     assert!(matches!(cni.status(), Err(NetworkError::NoConfig { .. })));
@@ -331,67 +329,7 @@ fn create_pins_a_fresh_netns_with_lo_up() {
     assert!(netns::is_pinned(&path), "and leaves it alone");
     netns::unpin(&path).unwrap();
     assert!(!path.exists());
-}
-
-#[test]
-fn pin_outlives_the_process_and_unpin_removes_it() {
-    if !can_run() {
-        return;
-    }
-    let mut guard = Guard::default();
-    let tmp = tempfile::tempdir().unwrap();
-    let pin_path = tmp.path().join("pins/sub/ns1");
-    guard.pins.push(pin_path.clone());
-
-    let mut child = Command::new("unshare")
-        .args(["-n", "sleep", "30"])
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let proc_ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let host_ino = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-    // unshare(1) switches namespace and then execs sleep: wait for the switch.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let child_ino = loop {
-        let ino = std::fs::metadata(&proc_ns).unwrap().ino();
-        if ino != host_ino {
-            break ino;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child never left the host netns"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-
-    let pinned = netns::pin(pid, &pin_path);
-    let _ = child.kill();
-    let _ = child.wait();
-    pinned.unwrap();
-
-    assert!(netns::is_pinned(&pin_path));
-    assert_eq!(
-        std::fs::metadata(&pin_path).unwrap().ino(),
-        child_ino,
-        "the same namespace survives its process"
-    );
-    assert!(
-        netns::pin(pid, &pin_path).is_err(),
-        "pinning twice is refused"
-    );
-    assert!(
-        netns::is_pinned(&pin_path),
-        "a refused pin leaves the existing one alone"
-    );
-
-    netns::unpin(&pin_path).unwrap();
-    assert!(!pin_path.exists());
-    assert!(!netns::is_pinned(&pin_path));
-    netns::unpin(&pin_path).unwrap();
-
-    // A failed pin leaves no file behind.
-    let bad = tmp.path().join("pins/bad");
-    assert!(netns::pin(i32::MAX, &bad).is_err());
-    assert!(!bad.exists());
+    assert!(!netns::is_pinned(&path));
+    netns::unpin(&path).unwrap();
     assert!(!netns::is_pinned(Path::new("/etc/hostname")));
 }

@@ -27,7 +27,6 @@ use super::{
 /// Everything [`container_spec`] needs; the caller has done all side effects already.
 #[derive(Debug, Clone, Copy)]
 pub struct ContainerSpecInput<'a> {
-    pub id: &'a str,
     pub sandbox_id: &'a str,
     pub config: &'a ContainerConfig,
     pub sandbox_config: &'a PodSandboxConfig,

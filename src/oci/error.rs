@@ -75,9 +75,6 @@ pub enum SpecError {
         source: serde_json::Error,
     },
 
-    #[error("invalid DNS config entry {entry:?}: {reason}")]
-    InvalidDns { entry: String, reason: &'static str },
-
     #[error("user namespace mode {mode} is not supported (only NODE)")]
     UnsupportedUserNamespace { mode: String },
 

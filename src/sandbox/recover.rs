@@ -43,6 +43,33 @@ impl Context {
             }
         }
         tracing::info!(ready, not_ready, "recovered pod sandboxes");
+        self.release_networks_without_a_sandbox().await;
+    }
+
+    /// A CNI attachment whose sandbox record is gone (the state dir edited by hand, a record
+    /// lost to a full disk) still holds an address and host-side rules: release it, since no
+    /// RemovePodSandbox will ever ask for it again.
+    async fn release_networks_without_a_sandbox(&self) {
+        let ids = match self.cni.cached_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the CNI cache");
+                return;
+            }
+        };
+        for id in ids {
+            if self.sandboxes.get(&id).is_some() {
+                continue;
+            }
+            match self.cni.teardown(&id, None).await {
+                Ok(()) => {
+                    tracing::info!(sandbox = %id, "released the network of a sandbox with no record")
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "releasing the network of a sandbox with no record")
+                }
+            }
+        }
     }
 
     /// A RunPodSandbox cut off by a daemon crash may have got far: the pause runs, the netns

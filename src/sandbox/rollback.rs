@@ -51,7 +51,7 @@ impl Rollback {
     /// the record is kept as NotReady, and kubelet's StopPodSandbox/RemovePodSandbox finish
     /// the cleanup later from the record.
     pub async fn run(self, ctx: &Context) {
-        let outcome = undo_until_failure(self.steps.iter().rev(), |step| ctx.undo(step)).await;
+        let outcome = undo_until_failure(self.plan(), |step| ctx.undo(step)).await;
         let Err((step, error)) = outcome else {
             return;
         };

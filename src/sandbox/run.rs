@@ -213,7 +213,7 @@ impl Context {
                     netns,
                     port_mappings: &config.port_mappings,
                     dns: config.dns_config.as_ref(),
-                    ifname: "eth0",
+                    ifname: crate::network::DEFAULT_IFNAME,
                 };
                 let setup = async {
                     self.cni

@@ -258,7 +258,6 @@ impl Fixture {
     fn build(&self) -> Result<Spec, SpecError> {
         let rootfs = PathBuf::from("/var/lib/crius/containers/c0ffee/rootfs");
         container_spec(&ContainerSpecInput {
-            id: "c0ffee",
             sandbox_id: "0123456789abcdef",
             config: &self.config,
             sandbox_config: &self.sandbox,
