@@ -112,6 +112,7 @@ impl Records {
 }
 
 /// Every complete line in `data`.
+#[cfg(test)]
 pub fn parse_all(data: &[u8]) -> Vec<LogLine> {
     Records::default().feed(data, &mut Joiner::default())
 }

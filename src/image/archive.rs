@@ -10,6 +10,7 @@
 use super::ImageError;
 use super::compression::Compression;
 use super::content::ContentStore;
+use super::media_type;
 use super::reference::{self, is_hex64};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -25,11 +26,6 @@ const MAX_SYMLINK_HOPS: usize = 8;
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// containerd (and docker >= 25) put the full image name here.
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-
-const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -344,7 +340,8 @@ fn select_manifest(
     depth: usize,
 ) -> Result<Option<String>, ImageError> {
     reference::validate_digest(&desc.digest)?;
-    let is_index = desc.media_type == MT_OCI_INDEX || desc.media_type == MT_DOCKER_LIST;
+    let is_index =
+        desc.media_type == media_type::OCI_INDEX || desc.media_type == media_type::DOCKER_LIST;
     if !is_index {
         return Ok(Some(desc.digest.clone()));
     }
@@ -410,8 +407,8 @@ fn resolve_docker(
         // manifest digest (it is not a registry digest, so no repo digests are claimed).
         let manifest = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": MT_OCI_MANIFEST,
-            "config": {"mediaType": MT_OCI_CONFIG, "digest": config_digest, "size": config_size},
+            "mediaType": media_type::OCI_MANIFEST,
+            "config": {"mediaType": media_type::OCI_CONFIG, "digest": config_digest, "size": config_size},
             "layers": layer_descs,
         });
         let bytes = serde_json::to_vec(&manifest).expect("serialising a JSON value");

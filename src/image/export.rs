@@ -8,12 +8,12 @@
 
 use super::archive::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 use super::content::ContentStore;
+use super::media_type;
 use super::{ImageError, ImageRecord, reference};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 
-const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// One image to export and the tags to name it by (none: exported by digest only).
@@ -45,7 +45,7 @@ pub fn open_blobs(content: &ContentStore, items: &[Item]) -> Result<OpenBlobs, I
         let media_type = m
             .get("mediaType")
             .and_then(|v| v.as_str())
-            .unwrap_or(MT_OCI_MANIFEST)
+            .unwrap_or(media_type::OCI_MANIFEST)
             .to_string();
         manifest_types.insert(r.manifest_digest.clone(), media_type);
         for d in std::iter::once(&r.manifest_digest)

@@ -105,14 +105,6 @@ impl ImageIndex {
         self.by_id.values().cloned().collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
     /// Blobs (config, manifest, layers) some record needs.
     pub fn referenced_blobs(&self) -> HashSet<String> {
         self.by_id
@@ -160,7 +152,7 @@ mod tests {
     #[test]
     fn lookups_follow_inserts_replacements_and_removals() {
         let mut idx = ImageIndex::from_records(vec![rec(1, &["a:1", "b:1"], 1), rec(2, &[], 2)]);
-        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.list().len(), 2);
         let id1 = rec(1, &[], 0).id;
         let id2 = rec(2, &[], 0).id;
         assert_eq!(idx.by_tag("a:1").unwrap().id, id1);
@@ -200,6 +192,5 @@ mod tests {
         );
         assert!(idx.get(&id1).is_none());
         assert_eq!(idx.list().len(), 1);
-        assert!(!idx.is_empty());
     }
 }

@@ -21,6 +21,7 @@ pub(crate) mod export;
 pub(crate) mod index;
 pub(crate) mod leases;
 pub(crate) mod lock;
+pub(crate) mod media_type;
 pub mod pull;
 pub(crate) mod record;
 pub(crate) mod reference;

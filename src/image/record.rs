@@ -80,11 +80,6 @@ impl RecordDir {
         crate::util::atomic_write(&path, &data).map_err(ImageError::io(path))
     }
 
-    pub fn load(&self, id: &str) -> Result<Option<ImageRecord>, ImageError> {
-        let path = self.path(id)?;
-        Self::load_path(&path)
-    }
-
     fn load_path(path: &Path) -> Result<Option<ImageRecord>, ImageError> {
         let data = match std::fs::read(path) {
             Ok(d) => d,

@@ -85,10 +85,12 @@ impl CgroupLayout {
     }
 
     /// No v1 controller mounted: every controller lives in the unified hierarchy.
+    #[cfg(test)]
     pub fn is_unified_only(&self) -> bool {
         !self.v1.keys().any(|k| !k.starts_with("name="))
     }
 
+    #[cfg(test)]
     pub fn v1_mount(&self, controller: &str) -> Option<&Path> {
         self.v1.get(controller).map(PathBuf::as_path)
     }

@@ -2,13 +2,10 @@
 //! schema 2), checked for what a container runtime can use.
 
 use super::platform::Platform;
+use crate::image::media_type;
 use crate::image::reference::validate_digest;
 use serde::Deserialize;
 
-pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const MT_DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
 
 const CONFIG_TYPES: &[&str] = &[
@@ -76,8 +73,8 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<Document, String> {
     if raw.schema_version != 2 {
         return Err(format!("unsupported schemaVersion {}", raw.schema_version));
     }
-    let is_index = media_type == MT_OCI_INDEX
-        || media_type == MT_DOCKER_LIST
+    let is_index = media_type == media_type::OCI_INDEX
+        || media_type == media_type::DOCKER_LIST
         || (raw.manifests.is_some() && raw.config.is_none());
     if is_index {
         let manifests = raw.manifests.unwrap_or_default();
@@ -116,13 +113,14 @@ fn check_digest(d: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::media_type::{DOCKER_MANIFEST, OCI_MANIFEST};
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
     fn manifests_and_indexes() {
         let m = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{MT_DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D}","size":1}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D}","size":2}}]}}"#
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{D}","size":1}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{D}","size":2}}]}}"#
         );
         match parse(m.as_bytes(), "").unwrap() {
             Document::Manifest { layers, .. } => assert_eq!(layers[0].size, 2),
@@ -130,7 +128,7 @@ mod tests {
         }
         // No mediaType field: the shape decides.
         let i = format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{MT_OCI_MANIFEST}","digest":"{D}","size":3,"platform":{{"os":"linux","architecture":"arm","variant":"v7"}}}}]}}"#
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D}","size":3,"platform":{{"os":"linux","architecture":"arm","variant":"v7"}}}}]}}"#
         );
         match parse(i.as_bytes(), "application/json").unwrap() {
             Document::Index(m) => {

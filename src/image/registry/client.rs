@@ -5,16 +5,12 @@ use super::auth::{self, Challenge, Credentials};
 use super::tls::http_client;
 use super::{Endpoint, RegistryError};
 use crate::config::RegistryConfig;
+use crate::image::media_type;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Media types we accept for manifests, most specific first.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-     application/vnd.docker.distribution.manifest.list.v2+json, \
-     application/vnd.oci.image.manifest.v1+json, \
-     application/vnd.docker.distribution.manifest.v2+json";
 /// Error bodies are read only this far.
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -222,7 +218,8 @@ impl Session {
         let url = self
             .endpoint
             .url(&format!("{}/manifests/{reference}", self.repository));
-        let resp = self.get(&url, Some(MANIFEST_ACCEPT), &what).await?;
+        let accept = media_type::MANIFESTS.join(", ");
+        let resp = self.get(&url, Some(&accept), &what).await?;
         let media_type = resp
             .headers()
             .get(CONTENT_TYPE)
