@@ -63,11 +63,6 @@ impl Channel {
     pub async fn close(&self) -> Result<(), ConnectionGone> {
         self.writer.close().await
     }
-
-    /// Ends the channel abnormally (SPDY: RST_STREAM; WebSocket: as close).
-    pub async fn reset(&self) {
-        self.writer.reset().await
-    }
 }
 
 impl ChannelWriter {
@@ -92,13 +87,6 @@ impl ChannelWriter {
                 w.close();
                 Ok(())
             }
-        }
-    }
-
-    pub async fn reset(&self) {
-        match self {
-            ChannelWriter::Spdy(w) => w.reset().await,
-            ChannelWriter::Ws(w) => w.close(),
         }
     }
 }

@@ -117,11 +117,6 @@ impl StreamServer {
         Ok(server)
     }
 
-    /// The scheme, address and port URLs start with.
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     /// Stores `pending` and returns its URL.
     pub fn issue(&self, pending: Pending) -> Result<String, StreamError> {
         let kind = pending.kind();

@@ -229,7 +229,6 @@ impl ChannelWriter {
 pub struct Session {
     readers: HashMap<u8, mpsc::Receiver<Bytes>>,
     tx: mpsc::Sender<Out>,
-    closed: watch::Receiver<Closed>,
 }
 
 impl Session {
@@ -244,11 +243,6 @@ impl Session {
             tx: self.tx.clone(),
             closed_local: Default::default(),
         }
-    }
-
-    /// Resolves when the client side is gone.
-    pub async fn closed(&self) {
-        wait_closed(self.closed.clone()).await
     }
 }
 
@@ -292,7 +286,6 @@ where
     let session = Session {
         readers,
         tx: out_tx.clone(),
-        closed: closed_rx.clone(),
     };
     tokio::select! {
         () = handler(session) => {}

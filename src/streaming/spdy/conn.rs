@@ -66,7 +66,6 @@ impl Activity {
 
 /// A stream the client opened.
 pub struct Stream {
-    pub id: u32,
     pub headers: Headers,
     data: mpsc::Receiver<Bytes>,
     writer: StreamWriter,
@@ -87,33 +86,6 @@ pub struct ConnectionGone;
 impl Stream {
     pub fn header(&self, name: &str) -> Option<&str> {
         super::headers::get(&self.headers, name)
-    }
-
-    /// The next chunk the client sent; `None` once it finished the stream (FIN), reset it or
-    /// the connection ended.
-    pub async fn read(&mut self) -> Option<Bytes> {
-        self.data.recv().await
-    }
-
-    /// A handle for writing while another task reads.
-    pub fn writer(&self) -> StreamWriter {
-        self.writer.clone()
-    }
-
-    pub async fn write(&self, data: &[u8]) -> Result<(), ConnectionGone> {
-        self.writer.write(data).await
-    }
-
-    pub async fn write_bytes(&self, data: Bytes) -> Result<(), ConnectionGone> {
-        self.writer.write_bytes(data).await
-    }
-
-    pub async fn close(&self) -> Result<(), ConnectionGone> {
-        self.writer.close().await
-    }
-
-    pub async fn reset(&self) {
-        self.writer.reset().await
     }
 
     /// Splits the stream into its inbound data and its writer (for transport-neutral
@@ -148,19 +120,6 @@ impl StreamWriter {
         self.send(true, Bytes::new()).await
     }
 
-    /// Resets the stream (the client sees an error on it).
-    pub async fn reset(&self) {
-        self.closed_local.store(true, Ordering::SeqCst);
-        let _ = self
-            .out
-            .tx
-            .send(OutFrame::Rst {
-                stream_id: self.id,
-                status: frame::RST_CANCEL,
-            })
-            .await;
-    }
-
     async fn send(&self, fin: bool, data: Bytes) -> Result<(), ConnectionGone> {
         self.out
             .tx
@@ -189,17 +148,6 @@ impl Session {
             s = self.streams.recv() => s,
             () = closed => None,
         }
-    }
-
-    /// Resolves when the client side is gone (EOF, error, GOAWAY, idle timeout).
-    pub async fn closed(&self) {
-        let mut rx = self.closed.clone();
-        let _ = rx.wait_for(|c| *c != Closed::Open).await;
-    }
-
-    /// A clone of the closed signal for tasks the handler spawns.
-    pub fn closed_signal(&self) -> watch::Receiver<Closed> {
-        self.closed.clone()
     }
 }
 
@@ -397,7 +345,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     break Closed::Error("writer gone".into());
                 }
                 let stream = Stream {
-                    id: stream_id,
                     headers,
                     data: rx,
                     writer: StreamWriter {

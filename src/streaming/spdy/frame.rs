@@ -15,7 +15,6 @@ pub const TYPE_GOAWAY: u16 = 7;
 pub const TYPE_HEADERS: u16 = 8;
 pub const TYPE_WINDOW_UPDATE: u16 = 9;
 pub const FLAG_FIN: u8 = 0x01;
-pub const FLAG_UNIDIRECTIONAL: u8 = 0x02;
 
 /// RST_STREAM status codes used here.
 pub const RST_PROTOCOL_ERROR: u32 = 1;
