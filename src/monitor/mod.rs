@@ -1,4 +1,6 @@
-//! One `crius monitor` process per container, and the daemon's side of it.
+//! One `crius monitor` process per container, and the daemon's side of it ([`client`]).
+//! Everything here but `client/` is the monitor process itself, and the types both sides
+//! share (`proto`, `wire`, `paths`, the exit record, the launch and exec reports).
 //!
 //! The monitor is the same binary re-executed (`crius monitor --id ... --bundle ... --dir ...
 //! --runtime-root ...`). It is single-threaded (no tokio, no threads) and small: every
@@ -21,7 +23,7 @@
 //!    create.
 //! 2. The daemon talks to it through [`MonitorClient`] (proto/monitor.proto): start, kill,
 //!    state. One request per connection, except attach: its connection stays open and is
-//!    served from the poll loop without blocking (`attach.rs`, `attach_client.rs`).
+//!    served from the poll loop without blocking (`attach.rs`, `client/attach.rs`).
 //! 3. When init exits the monitor reaps it, kills what is left in the container's cgroup,
 //!    deletes the container (helper), writes `<dir>/exit.json` atomically, removes its socket
 //!    and pid file and exits.
@@ -40,13 +42,11 @@
 //! killed outright leaves the container to be removed with [`cleanup_orphan`].
 
 mod attach;
-mod attach_client;
 mod cause;
 mod cgroup;
 mod client;
 mod cri_log;
 mod exec;
-mod exec_client;
 mod exit;
 mod helper;
 mod launch;
@@ -55,7 +55,6 @@ mod paths;
 mod pump;
 mod runtime;
 mod serve;
-mod standby;
 mod stdio;
 mod sys;
 mod title;
@@ -69,18 +68,18 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/crius.monitor.v1.rs"));
 }
 
-pub(crate) use attach_client::{AttachInput, AttachOutput, OutputStream};
+pub(crate) use client::{
+    AttachInput, AttachOutput, ExecStream, OutputStream, Resizer, exec_stream,
+};
 pub use client::{
-    ContainerStatus, MonitorClient, MonitorConfig, MonitorError, cleanup_orphan, spawn_create,
+    ContainerStatus, ExecRequest, MonitorClient, MonitorConfig, MonitorError, Standby,
+    cleanup_orphan, exec_sync, spawn_create,
 };
 pub(crate) use client::{PendingCreate, pidfd_open};
 pub use cri_log::MAX_LINE as MAX_LOG_LINE;
-pub use exec_client::{ExecRequest, exec_sync};
-pub(crate) use exec_client::{ExecStream, Resizer, exec_stream};
 pub use exit::ExitInfo;
 pub(crate) use paths::BUNDLE_DIR;
 pub use paths::SOCKET;
-pub use standby::Standby;
 pub use stdio::Stdio;
 
 use std::path::PathBuf;

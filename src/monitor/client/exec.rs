@@ -14,9 +14,9 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::client::MonitorError;
-use super::exec::{ExecReport, RESIZE_FD, STATUS_FD};
-use super::validate_id;
+use super::MonitorError;
+use crate::monitor::exec::{ExecReport, RESIZE_FD, STATUS_FD};
+use crate::monitor::validate_id;
 
 /// Most bytes kept per stream (kubelet's limit for ExecSync output); the rest is read and
 /// dropped so the process never blocks on a full pipe.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::client::{
+use super::{
     MonitorConfig, MonitorError, PendingCreate, check_config, pending_create, spawn_standby,
 };
 

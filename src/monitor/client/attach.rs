@@ -9,12 +9,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use super::attach::{
+use super::{MonitorClient, MonitorError};
+use crate::monitor::attach::{
     HEADER, KIND_RESIZE, KIND_STDERR, KIND_STDIN, KIND_STDIN_END, KIND_STDOUT, MAX_FRAME,
 };
-use super::client::{MonitorClient, MonitorError};
-use super::proto::{self, request::Op, state::Status};
-use super::{paths, wire};
+use crate::monitor::proto::{self, request::Op, state::Status};
+use crate::monitor::{paths, wire};
 
 /// How long the monitor may take to answer the Attach request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);

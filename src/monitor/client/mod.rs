@@ -1,4 +1,15 @@
 //! The daemon's side: launching monitors and talking to them (tokio). Never runs libcontainer.
+//! `mod.rs` holds create and the control requests; `exec.rs` runs the `--exec` helper,
+//! `attach.rs` holds an attach connection, `standby.rs` keeps a monitor process ready.
+
+mod attach;
+mod exec;
+mod standby;
+
+pub(crate) use attach::{AttachInput, AttachOutput, OutputStream};
+pub use exec::{ExecRequest, exec_sync};
+pub(crate) use exec::{ExecStream, Resizer, exec_stream};
+pub use standby::Standby;
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -8,10 +19,10 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::process::Command;
 
-use super::exit::{self, ExitInfo};
-use super::launch::Created;
-use super::proto::{self, request::Op, state::Status};
-use super::{paths, validate_id, wire};
+use crate::monitor::exit::{self, ExitInfo};
+use crate::monitor::launch::Created;
+use crate::monitor::proto::{self, request::Op, state::Status};
+use crate::monitor::{paths, validate_id, wire};
 
 /// How long creating a container may take (libcontainer's create is ~10 ms; hooks are slower).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,20 +98,20 @@ pub struct MonitorConfig {
     /// The crius binary to run as `crius monitor`.
     pub exe: PathBuf,
     /// The container's stdio: CRI log, tty, stdin. Default: all on /dev/null.
-    pub stdio: super::stdio::Stdio,
+    pub stdio: crate::monitor::stdio::Stdio,
     /// Start the container as soon as it is created, in the same helper (the pod sandbox:
     /// nothing has to happen between its create and its start). [`MonitorClient::start`] is
     /// then a no-op.
     pub start: bool,
-    /// A cgroup the caller made for the container (see [`super::own_cgroup`]); `bundle` then
-    /// holds the spec without resources that [`super::own_cgroup::write_bundle`] wrote.
-    pub own_cgroup: Option<super::own_cgroup::Plan>,
+    /// A cgroup the caller made for the container (see [`crate::monitor::own_cgroup`]); `bundle` then
+    /// holds the spec without resources that [`crate::monitor::own_cgroup::write_bundle`] wrote.
+    pub own_cgroup: Option<crate::monitor::own_cgroup::Plan>,
 }
 
 impl MonitorConfig {
     /// What the launcher is sent.
-    fn serve_config(&self) -> super::serve::ServeConfig {
-        super::serve::ServeConfig {
+    fn serve_config(&self) -> crate::monitor::serve::ServeConfig {
+        crate::monitor::serve::ServeConfig {
             id: self.id.clone(),
             bundle: self.bundle.clone(),
             dir: self.dir.clone(),
@@ -120,7 +131,7 @@ impl MonitorConfig {
             dir: dir.to_owned(),
             runtime_root: runtime_root.to_owned(),
             exe: PathBuf::from("/proc/self/exe"),
-            stdio: super::stdio::Stdio::default(),
+            stdio: crate::monitor::stdio::Stdio::default(),
             start: false,
             own_cgroup: None,
         }
@@ -177,18 +188,18 @@ pub struct PendingCreate {
     cfg: MonitorConfig,
     made_dir: bool,
     child: Option<tokio::process::Child>,
-    /// Refilled once this create is over (see [`super::Standby`]).
-    pub(super) standby: Option<std::sync::Arc<super::Standby>>,
+    /// Refilled once this create is over (see [`Standby`]).
+    pub(super) standby: Option<std::sync::Arc<Standby>>,
 }
 
 impl PendingCreate {
-    /// The monitor directory, where [`super::own_cgroup::write_bundle`] may put its bundle.
+    /// The monitor directory, where [`crate::monitor::own_cgroup::write_bundle`] may put its bundle.
     pub fn dir(&self) -> &Path {
         &self.cfg.dir
     }
 
     /// The container joins `plan`'s cgroup (made by the caller) and is created from `bundle`.
-    pub fn use_own_cgroup(&mut self, plan: super::own_cgroup::Plan, bundle: PathBuf) {
+    pub fn use_own_cgroup(&mut self, plan: crate::monitor::own_cgroup::Plan, bundle: PathBuf) {
         self.cfg.own_cgroup = Some(plan);
         self.cfg.bundle = bundle;
     }
@@ -285,8 +296,8 @@ pub(super) fn spawn_standby(exe: &Path) -> Result<tokio::process::Child, Monitor
     let mut cmd = Command::new(exe);
     cmd.arg("monitor")
         .arg("--standby")
-        .arg(super::title::ROOM_ARG)
-        .arg(super::title::room())
+        .arg(crate::monitor::title::ROOM_ARG)
+        .arg(crate::monitor::title::room())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
