@@ -220,8 +220,8 @@ pub fn update_scope(
     .map_err(|e| err(e.to_string()))
 }
 
-/// /sys/fs/cgroup is the unified (v2) hierarchy itself.
-fn unified_hierarchy() -> bool {
+/// /sys/fs/cgroup is the unified (v2) hierarchy itself (not a hybrid host's `unified/`).
+pub(crate) fn unified_hierarchy() -> bool {
     Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
 }
 

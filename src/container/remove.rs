@@ -22,9 +22,7 @@ fn v2_cgroup_dir(cgroups_path: &str) -> Option<PathBuf> {
     if rel.is_empty() || rel.split('/').any(|c| c == ".." || c == ".") {
         return None;
     }
-    root.join("cgroup.controllers")
-        .exists()
-        .then(|| root.join(rel))
+    crate::cgroup_driver::unified_hierarchy().then(|| root.join(rel))
 }
 
 impl Context {

@@ -77,7 +77,7 @@ impl ContainerCgroup {
     /// The cgroup of `pid`, or `None` when it cannot be told apart from the monitor's own (then
     /// signalling "the container's cgroup" would hit the monitor and its neighbours).
     pub fn of(pid: i32) -> io::Result<Option<Self>> {
-        let unified_only = Path::new(ROOT).join("cgroup.controllers").exists();
+        let unified_only = crate::cgroup_driver::unified_hierarchy();
         let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
         let ours = fs::read_to_string("/proc/self/cgroup")?;
         let Some(entry) = pick(&theirs, unified_only) else {
@@ -299,7 +299,7 @@ fn parse_oom_kills(text: &str) -> Option<u64> {
 
 impl MemoryCgroup {
     pub fn of(pid: i32) -> io::Result<Option<Self>> {
-        let unified_only = Path::new(ROOT).join("cgroup.controllers").exists();
+        let unified_only = crate::cgroup_driver::unified_hierarchy();
         let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
         let ours = fs::read_to_string("/proc/self/cgroup")?;
         let Some((mount, path)) = pick_memory(&theirs, unified_only) else {
