@@ -1,5 +1,8 @@
-//! The daemon's shared state: stores, network, locks and the event stream, handed to every
-//! lifecycle verb behind an `Arc`.
+//! The daemon's shared state: stores, network, locks and the event stream. The verbs are
+//! methods of two services over it, [`crate::sandbox::SandboxService`] and
+//! [`crate::container::ContainerService`] (the sandbox side holds the container side, never the
+//! reverse). What both need (paths, record lookups, killing a monitored container, overlay
+//! rootfs) is implemented on `Context` itself.
 
 use crate::config::Config;
 use crate::error::{CriError, CriResult};
@@ -13,7 +16,7 @@ use k8s_cri::v1::ContainerEventResponse;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Everything a lifecycle verb needs. Shared by the gRPC services behind an `Arc`.
+/// Everything a lifecycle verb needs. Shared by the services behind an `Arc`.
 pub struct Context {
     pub config: Config,
     pub images: ImageStore,

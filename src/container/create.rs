@@ -2,7 +2,7 @@
 //! snapshots, OCI spec, bundle, then the monitor creates the container (not started) with its
 //! stdio going to the CRI log. Each step pushes its undo.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
 use crate::monitor::Stdio;
@@ -11,7 +11,6 @@ use crate::store::container::{CONTAINER_RECORD_VERSION, container_name};
 use crate::store::{ContainerRecord, ContainerState, SandboxRecord, StoreError};
 use k8s_cri::v1::{ContainerConfig, ContainerEventType, NamespaceMode};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// What a failed CreateContainer must undo, newest last.
 #[derive(Debug, Clone, Copy)]
@@ -21,9 +20,9 @@ enum Undo {
     Container,
 }
 
-impl Context {
+impl ContainerService {
     pub async fn create_container(
-        self: &Arc<Self>,
+        &self,
         sandbox_id: &str,
         config: ContainerConfig,
     ) -> CriResult<String> {

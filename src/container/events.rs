@@ -1,13 +1,12 @@
 //! GetContainerEvents: lifecycle events for kubelet's evented PLEG; exits are pushed by
 //! `watch`.
 
+use super::ContainerService;
 use super::status::status_of;
-use crate::context::Context;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::ContainerEventType;
-use std::sync::Arc;
 
-impl Context {
+impl ContainerService {
     /// Send an event for one container with its pod's and the pod's containers' statuses.
     /// Nobody listening is fine.
     pub fn emit(&self, id: &str, kind: ContainerEventType) {
@@ -39,7 +38,7 @@ impl Context {
 
     /// Watch every live container and Ready sandbox for its exit until the daemon stops (see
     /// `watch`).
-    pub fn spawn_exit_watcher(self: &Arc<Self>) {
+    pub fn spawn_exit_watcher(&self) {
         self.watch_all_containers();
         self.watch_all_sandboxes();
     }

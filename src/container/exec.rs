@@ -3,14 +3,14 @@
 //! (never in the daemon), with the container's own process settings. Also the validation of
 //! Attach and PortForward, whose URLs the streaming server serves too.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::{CriError, CriResult};
 use crate::monitor::ExecRequest;
 use crate::store::ContainerState;
 use k8s_cri::v1 as cri;
 use std::time::Duration;
 
-impl Context {
+impl ContainerService {
     /// The monitor request for running `cmd` in the running container `id` with the
     /// container's own process settings (user, env, cwd, capabilities, no_new_privileges...).
     pub fn exec_request(

@@ -1,12 +1,12 @@
 //! ListContainers with kubelet's filters: id (or prefix), state, pod sandbox id, labels.
 
+use super::ContainerService;
 use super::status::{cri_state, image_fields};
-use crate::context::Context;
 use crate::store::ContainerRecord;
 use crate::util::{id_matches, labels_match};
 use k8s_cri::v1 as cri;
 
-impl Context {
+impl ContainerService {
     pub fn list_containers(&self, filter: Option<&cri::ContainerFilter>) -> Vec<cri::Container> {
         let mut records: Vec<_> = self
             .containers

@@ -23,6 +23,27 @@ use crate::context::Context;
 use crate::error::{CriError, CriResult};
 use crate::store::ContainerRecord;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The application container verbs and the exit watchers (of containers and sandboxes alike).
+/// Cheap to clone; derefs to the shared [`Context`].
+#[derive(Clone)]
+pub struct ContainerService {
+    ctx: Arc<Context>,
+}
+
+impl ContainerService {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx }
+    }
+}
+
+impl std::ops::Deref for ContainerService {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
 
 impl Context {
     pub fn container_dir(&self, id: &str) -> PathBuf {

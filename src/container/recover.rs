@@ -1,13 +1,13 @@
 //! Start-up recovery of containers: records are the truth about which containers exist, their
 //! monitors (or exit records) about whether they still run.
 
+use super::ContainerService;
 use super::status::REASON_UNKNOWN;
-use crate::context::Context;
 use crate::monitor::{MonitorClient, MonitorError};
 use crate::store::{ContainerRecord, ContainerState};
 use std::path::PathBuf;
 
-impl Context {
+impl ContainerService {
     pub async fn recover_containers(&self, orphans: Vec<PathBuf>) {
         self.remove_orphan_dirs(orphans).await;
         let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();

@@ -1,12 +1,11 @@
 //! RemoveContainer: kill whatever still runs, unmount and delete the rootfs, drop the record.
 //! Idempotent.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::{CriError, CriResult};
 use crate::store::ContainerState;
 use k8s_cri::v1::ContainerEventType;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// One-shot deletes tried when the monitor's own delete left libcontainer state behind.
@@ -25,8 +24,8 @@ fn v2_cgroup_dir(cgroups_path: &str) -> Option<PathBuf> {
     crate::cgroup_driver::unified_hierarchy().then(|| root.join(rel))
 }
 
-impl Context {
-    pub async fn remove_container(self: &Arc<Self>, id: &str) -> CriResult<()> {
+impl ContainerService {
+    pub async fn remove_container(&self, id: &str) -> CriResult<()> {
         let id = match self.container(id) {
             Ok(r) => r.id,
             Err(CriError::NotFound(_)) => return Ok(()),

@@ -1,14 +1,13 @@
 //! StartContainer: the monitor starts the created container.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::{CriError, CriResult};
 use crate::monitor::MonitorClient;
 use crate::store::{ContainerState, UpdateError};
 use k8s_cri::v1::ContainerEventType;
-use std::sync::Arc;
 
-impl Context {
-    pub async fn start_container(self: &Arc<Self>, id: &str) -> CriResult<()> {
+impl ContainerService {
+    pub async fn start_container(&self, id: &str) -> CriResult<()> {
         let id = self.container(id)?.id;
         let ctx = self.clone();
         tokio::spawn(async move { ctx.start_locked(&id).await })
@@ -64,7 +63,7 @@ impl Context {
     }
 }
 
-impl Context {
+impl ContainerService {
     /// ReopenContainerLog: kubelet has renamed the log file to rotate it; the monitor opens a
     /// new one at the same path.
     pub async fn reopen_container_log(&self, id: &str) -> CriResult<()> {

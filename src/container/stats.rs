@@ -1,14 +1,14 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats: numbers read from
 //! the kernel (cgroups, /proc/<pid>/net/dev) and the writable layer on disk.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::CriResult;
 use crate::stats::{self, CgroupStats};
 use crate::store::{ContainerRecord, ContainerState, SandboxRecord};
 use crate::util::{id_matches, labels_match};
 use k8s_cri::v1 as cri;
 
-impl Context {
+impl ContainerService {
     fn cgroup_sample(&self, id: &str, cgroups_path: &str) -> (Option<CgroupStats>, Option<u64>) {
         match stats::cgroup_stats(cgroups_path) {
             Ok(cg) => {

@@ -1,7 +1,7 @@
 //! ContainerStatus, the refresh of a record from its monitor's exit record, and the conversion
 //! of a record into the CRI view.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::CriResult;
 use crate::monitor::{ExitInfo, MonitorClient};
 use crate::store::{ContainerRecord, ContainerState, UpdateError};
@@ -27,7 +27,7 @@ fn exit_reason(exit: &ExitInfo) -> &'static str {
     }
 }
 
-impl Context {
+impl ContainerService {
     /// The record, with a container whose init has exited since turned Exited (with its exit
     /// code, time and reason) and a stopped event sent. Cheap: one stat of the exit file.
     pub fn refresh_container(&self, record: ContainerRecord) -> ContainerRecord {

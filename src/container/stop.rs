@@ -1,15 +1,14 @@
 //! StopContainer: the image's stop signal, then SIGKILL to everything in the container's cgroup
 //! when the grace period ends. Idempotent.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::{CriError, CriResult};
 use crate::monitor::{MonitorClient, MonitorError};
 use crate::store::ContainerState;
-use std::sync::Arc;
 use std::time::Duration;
 
-impl Context {
-    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout: i64) -> CriResult<()> {
+impl ContainerService {
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> CriResult<()> {
         let id = match self.container(id) {
             Ok(r) => r.id,
             // Stopping a container that is already gone succeeds, as Stop must be idempotent.

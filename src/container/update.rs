@@ -5,7 +5,7 @@
 //! The files are written here rather than through libcontainer: it is plain cgroupfs I/O with no
 //! effect on the daemon's own process, and the monitor has no business holding resource state.
 
-use crate::context::Context;
+use super::ContainerService;
 use crate::error::{CriError, CriResult};
 use crate::stats::{CgroupLayout, Source};
 use crate::store::ContainerState;
@@ -13,7 +13,6 @@ use k8s_cri::v1::LinuxContainerResources;
 use oci_spec::runtime::LinuxResources;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -31,9 +30,9 @@ pub enum UpdateError {
     },
 }
 
-impl Context {
+impl ContainerService {
     pub async fn update_container_resources(
-        self: &Arc<Self>,
+        &self,
         id: &str,
         resources: Option<LinuxContainerResources>,
     ) -> CriResult<()> {

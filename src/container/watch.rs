@@ -9,6 +9,7 @@
 //! Only when a pidfd cannot be had (an old kernel, out of descriptors) does a container fall
 //! back to a check of its exit record and monitor every [`FALLBACK_POLL`].
 
+use super::ContainerService;
 use super::status::REASON_MONITOR_GONE;
 use crate::context::Context;
 use crate::monitor::pidfd_open;
@@ -67,23 +68,23 @@ async fn begin(client: &MonitorClient, id: &str) -> Watch {
     }
 }
 
-impl Context {
+impl ContainerService {
     /// Watch a Created or Running container until its exit is recorded.
-    pub fn watch_container(self: &Arc<Self>, id: &str) {
-        let ctx = Arc::downgrade(self);
+    pub fn watch_container(&self, id: &str) {
+        let ctx = Arc::downgrade(&self.ctx);
         let id = id.to_string();
         tokio::spawn(async move { watch(ctx, id, Kind::Container).await });
     }
 
     /// Watch a Ready sandbox's pause monitor: its end makes the sandbox NotReady at once.
-    pub fn watch_sandbox(self: &Arc<Self>, id: &str) {
-        let ctx = Arc::downgrade(self);
+    pub fn watch_sandbox(&self, id: &str) {
+        let ctx = Arc::downgrade(&self.ctx);
         let id = id.to_string();
         tokio::spawn(async move { watch(ctx, id, Kind::Sandbox).await });
     }
 
     /// Watch every Ready sandbox (at start-up, after recovery).
-    pub fn watch_all_sandboxes(self: &Arc<Self>) {
+    pub fn watch_all_sandboxes(&self) {
         for record in self.sandboxes.list() {
             if record.state == SandboxState::Ready {
                 self.watch_sandbox(&record.id);
@@ -141,7 +142,7 @@ impl Context {
     }
 
     /// Watch every live container (at start-up, after recovery).
-    pub fn watch_all_containers(self: &Arc<Self>) {
+    pub fn watch_all_containers(&self) {
         for record in self.containers.list() {
             if matches!(
                 record.state,
@@ -235,7 +236,7 @@ enum Kind {
 
 impl Kind {
     /// The monitor has exited (or looks gone): settle the object; true once it is settled.
-    async fn exited(self, ctx: &Context, id: &str) -> bool {
+    async fn exited(self, ctx: &ContainerService, id: &str) -> bool {
         match self {
             Kind::Container => ctx.monitor_exited(id).await,
             Kind::Sandbox => ctx.sandbox_monitor_exited(id).await,
@@ -243,7 +244,7 @@ impl Kind {
     }
 
     /// Whether the object is still one whose monitor must be watched.
-    fn still_live(self, ctx: &Context, id: &str) -> bool {
+    fn still_live(self, ctx: &ContainerService, id: &str) -> bool {
         match self {
             Kind::Container => ctx
                 .containers
@@ -267,17 +268,18 @@ async fn watch(ctx: Weak<Context>, id: String, kind: Kind) {
             // Readable (POLLIN) once the process has exited; nothing else wakes it.
             let _ = fd.readable().await;
             if let Some(ctx) = ctx.upgrade() {
-                kind.exited(&ctx, &id).await;
+                kind.exited(&ContainerService::new(ctx), &id).await;
             }
         }
         Watch::Over => {
             if let Some(ctx) = ctx.upgrade() {
-                kind.exited(&ctx, &id).await;
+                kind.exited(&ContainerService::new(ctx), &id).await;
             }
         }
         Watch::Poll => loop {
             tokio::time::sleep(FALLBACK_POLL).await;
             let Some(ctx) = ctx.upgrade() else { return };
+            let ctx = ContainerService::new(ctx);
             if !kind.still_live(&ctx, &id) {
                 return;
             }

@@ -1,10 +1,10 @@
 //! ListPodSandbox with kubelet's filters: id (or unique prefix), state, label selector.
 
-use super::Context;
+use super::SandboxService;
 use super::status::cri_state;
 use k8s_cri::v1 as cri;
 
-impl Context {
+impl SandboxService {
     pub fn list_pod_sandbox(&self, filter: Option<&cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
         let mut records: Vec<_> = self
             .sandboxes

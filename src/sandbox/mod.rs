@@ -1,4 +1,6 @@
-//! Pod sandbox lifecycle: one file per CRI verb, sharing the daemon's context.
+//! Pod sandbox lifecycle: one file per CRI verb, as methods of [`SandboxService`] over the
+//! daemon's shared [`Context`]. Stopping and removing a pod stops and removes its containers
+//! through the [`ContainerService`] it holds; the container side never calls back.
 
 pub mod list;
 pub mod paths;
@@ -10,4 +12,29 @@ pub mod status;
 pub mod stop;
 pub mod teardown;
 
+use crate::container::ContainerService;
 pub use crate::context::{Context, OpLocks};
+use std::sync::Arc;
+
+/// The pod sandbox verbs. Cheap to clone (two `Arc`s); derefs to the shared [`Context`].
+#[derive(Clone)]
+pub struct SandboxService {
+    ctx: Arc<Context>,
+    pub(crate) container_service: ContainerService,
+}
+
+impl SandboxService {
+    pub fn new(ctx: Arc<Context>, container_service: ContainerService) -> Self {
+        Self {
+            ctx,
+            container_service,
+        }
+    }
+}
+
+impl std::ops::Deref for SandboxService {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}

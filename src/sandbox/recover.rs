@@ -1,12 +1,12 @@
 //! Start-up recovery: the records on disk are the truth about which pods exist; the monitors
 //! tell which of them still run.
 
-use super::Context;
+use super::SandboxService;
 use crate::monitor::MonitorClient;
 use crate::store::SandboxState;
 use std::path::PathBuf;
 
-impl Context {
+impl SandboxService {
     /// Reconcile every loaded record with its monitor, and clean directories that a crash left
     /// without a record (a RunPodSandbox killed before its first write holds nothing else).
     pub async fn recover_sandboxes(&self, orphans: Vec<PathBuf>) {

@@ -1,12 +1,11 @@
 //! RemovePodSandbox: stop whatever still runs, then remove the rootfs, files and record.
 //! Idempotent: removing an unknown or already removed sandbox succeeds.
 
-use super::Context;
+use super::SandboxService;
 use crate::error::{CriError, CriResult};
-use std::sync::Arc;
 
-impl Context {
-    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+impl SandboxService {
+    pub async fn remove_pod_sandbox(&self, id: &str) -> CriResult<()> {
         if id.is_empty() {
             return Err(CriError::InvalidArgument("pod sandbox id is empty".into()));
         }
@@ -28,7 +27,9 @@ impl Context {
         self.stop_sandbox_resources(id).await?;
         for container in self.containers_of(id) {
             let _op = self.locks.lock(&container).await;
-            self.remove_container_files(&container).await?;
+            self.container_service
+                .remove_container_files(&container)
+                .await?;
         }
         self.remove_rootfs(id).await?;
         self.remove_own_cgroup(id).await?;

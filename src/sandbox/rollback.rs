@@ -4,7 +4,7 @@
 //! Undo runs as plain async code in the request's own task (never from Drop): the RPC body is
 //! spawned so that a client that cancels does not abort it half way.
 
-use super::Context;
+use super::SandboxService;
 use crate::store::SandboxState;
 use std::path::PathBuf;
 
@@ -50,7 +50,7 @@ impl Rollback {
     /// under a live process and lose the only record of what is left. So the rollback stops,
     /// the record is kept as NotReady, and kubelet's StopPodSandbox/RemovePodSandbox finish
     /// the cleanup later from the record.
-    pub async fn run(self, ctx: &Context) {
+    pub async fn run(self, ctx: &SandboxService) {
         let outcome = undo_until_failure(self.plan(), |step| ctx.undo(step)).await;
         let Err((step, error)) = outcome else {
             return;
@@ -90,7 +90,7 @@ where
     Ok(())
 }
 
-impl Context {
+impl SandboxService {
     /// One undo step of RunPodSandbox.
     async fn undo(&self, step: &Undo) -> Result<(), String> {
         match step {

@@ -7,7 +7,7 @@
 //! the monitor creates and starts the container, joining that namespace, while CNI ADD wires
 //! it → record Ready.
 
-use super::Context;
+use super::SandboxService;
 use super::rollback::{Rollback, Undo};
 use crate::error::{CriError, CriResult};
 use crate::image::ImageRecord;
@@ -19,7 +19,6 @@ use crate::store::sandbox::{RECORD_VERSION, sandbox_name};
 use crate::store::{SandboxRecord, SandboxState, StoreError};
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig};
 use std::path::Path;
-use std::sync::Arc;
 
 /// The default hosts file of a pod with its own network namespace.
 const POD_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
@@ -35,11 +34,11 @@ pub fn is_host_network(config: &PodSandboxConfig) -> bool {
         .unwrap_or(false)
 }
 
-impl Context {
+impl SandboxService {
     /// Entry point: the body runs in its own task so it always finishes or rolls back, even if
     /// kubelet cancels the call.
     pub async fn run_pod_sandbox(
-        self: &Arc<Self>,
+        &self,
         config: PodSandboxConfig,
         runtime_handler: String,
     ) -> CriResult<String> {
@@ -62,7 +61,7 @@ impl Context {
         tokio::spawn(async move {
             let ran = ctx.run_pod_sandbox_inner(config, runtime_handler).await;
             if let Ok(id) = &ran {
-                ctx.watch_sandbox(id);
+                ctx.container_service.watch_sandbox(id);
             }
             ran
         })
@@ -71,7 +70,7 @@ impl Context {
     }
 
     async fn run_pod_sandbox_inner(
-        self: &Arc<Self>,
+        &self,
         config: PodSandboxConfig,
         runtime_handler: String,
     ) -> CriResult<String> {

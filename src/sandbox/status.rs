@@ -1,12 +1,13 @@
 //! PodSandboxStatus, and the conversion of a record into the CRI view of it.
 
-use super::Context;
+use super::{Context, SandboxService};
 use crate::error::{CriError, CriResult};
 use crate::monitor::MonitorClient;
 use crate::store::{SandboxRecord, SandboxState};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 
+/// Lookups the container verbs share (a container's pod, its state).
 impl Context {
     /// The record, with a Ready sandbox whose init has exited since turned NotReady.
     pub fn refreshed(&self, record: SandboxRecord) -> SandboxRecord {
@@ -35,7 +36,9 @@ impl Context {
             .and_then(|id| self.sandboxes.get(&id))
             .ok_or_else(|| CriError::NotFound(format!("pod sandbox {id:?} not found")))
     }
+}
 
+impl SandboxService {
     pub fn pod_sandbox_status(
         &self,
         id: &str,

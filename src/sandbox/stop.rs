@@ -1,13 +1,12 @@
 //! StopPodSandbox: kill the sandbox's processes, release its network, keep its record and
 //! files for RemovePodSandbox. Idempotent.
 
-use super::Context;
+use super::SandboxService;
 use crate::error::{CriError, CriResult};
 use crate::store::SandboxState;
-use std::sync::Arc;
 
-impl Context {
-    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> CriResult<()> {
+impl SandboxService {
+    pub async fn stop_pod_sandbox(&self, id: &str) -> CriResult<()> {
         if id.is_empty() {
             return Err(CriError::InvalidArgument("pod sandbox id is empty".into()));
         }
@@ -36,7 +35,7 @@ impl Context {
         for container in self.containers_of(id) {
             let _op = self.locks.lock(&container).await;
             self.kill_now(&container).await?;
-            self.refresh_container_id(&container);
+            self.container_service.refresh_container_id(&container);
         }
         self.kill_now(id).await?;
         self.teardown_network(id).await?;

@@ -1,7 +1,7 @@
 //! Idempotent pieces of taking a sandbox apart, shared by Stop, Remove, recovery and rollback.
 //! Each one treats "already gone" as success.
 
-use super::Context;
+use super::{Context, SandboxService};
 use crate::error::{CriError, CriResult};
 use crate::monitor::{MonitorClient, MonitorError};
 use std::time::Duration;
@@ -11,6 +11,8 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long systemd may take to remove a stopped scope's cgroup.
 const SCOPE_WAIT: Duration = Duration::from_secs(10);
 
+/// Shared with the container verbs: a pause and an app container are killed and their monitor
+/// directories removed the same way.
 impl Context {
     /// Kill a container's init (and anything else in its cgroup) and wait until its monitor has
     /// reaped it and deleted libcontainer's state and cgroup. Used for pause and app containers.
@@ -45,6 +47,15 @@ impl Context {
         }
     }
 
+    pub async fn remove_monitor_dir(&self, id: &str) {
+        let dir = self.monitor_dir(id);
+        if let Err(e) = crate::util::remove_dir_all_if_exists(&dir) {
+            tracing::warn!(path = %dir.display(), error = %e, "removing monitor dir");
+        }
+    }
+}
+
+impl SandboxService {
     /// CNI DEL (from the cached result, so it works after restarts and config changes) and
     /// unpin the network namespace.
     pub async fn teardown_network(&self, id: &str) -> CriResult<()> {
@@ -96,12 +107,5 @@ impl Context {
             .await
             .map_err(|e| CriError::Internal(format!("remove cgroup task: {e}")))?
             .map_err(|e| CriError::internal(format!("removing the cgroup of sandbox {id}"), e))
-    }
-
-    pub async fn remove_monitor_dir(&self, id: &str) {
-        let dir = self.monitor_dir(id);
-        if let Err(e) = crate::util::remove_dir_all_if_exists(&dir) {
-            tracing::warn!(path = %dir.display(), error = %e, "removing monitor dir");
-        }
     }
 }

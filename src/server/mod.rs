@@ -175,9 +175,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
         cpu: Default::default(),
     });
-    ctx.recover_sandboxes(orphans).await;
-    ctx.recover_containers(container_orphans).await;
-    ctx.spawn_exit_watcher();
+    let container_service = crate::container::ContainerService::new(ctx.clone());
+    let sandbox_service =
+        crate::sandbox::SandboxService::new(ctx.clone(), container_service.clone());
+    sandbox_service.recover_sandboxes(orphans).await;
+    container_service
+        .recover_containers(container_orphans)
+        .await;
+    container_service.spawn_exit_watcher();
 
     let stream = crate::streaming::StreamServer::start(&config)
         .await
@@ -199,7 +204,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .layer(deadline::DeadlineLayer)
         .add_service(RuntimeServiceServer::new(runtime::Runtime::new(
-            ctx.clone(),
+            sandbox_service,
             stream,
         )))
         .add_service(ImageServiceServer::new(image::Images::new(ctx.clone())))

@@ -1,7 +1,8 @@
 //! CRI RuntimeService adapter.
 
+use crate::container::ContainerService;
 use crate::error::CriError;
-use crate::sandbox::Context;
+use crate::sandbox::SandboxService;
 use crate::streaming::{Pending, StreamServer};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
@@ -13,13 +14,18 @@ pub const RUNTIME_NAME: &str = "crius";
 pub const CRI_API_VERSION: &str = "v1";
 
 pub struct Runtime {
-    ctx: Arc<Context>,
+    sandboxes: SandboxService,
+    containers: ContainerService,
     stream: Arc<StreamServer>,
 }
 
 impl Runtime {
-    pub fn new(ctx: Arc<Context>, stream: Arc<StreamServer>) -> Self {
-        Runtime { ctx, stream }
+    pub fn new(sandboxes: SandboxService, stream: Arc<StreamServer>) -> Self {
+        Runtime {
+            containers: sandboxes.container_service.clone(),
+            sandboxes,
+            stream,
+        }
     }
 
     fn issue(&self, pending: Pending) -> Result<String, Status> {
@@ -60,7 +66,7 @@ impl RuntimeService for Runtime {
             tracing::Span::current().record("pod", format!("{}/{}", m.namespace, m.name));
         }
         let id = self
-            .ctx
+            .sandboxes
             .run_pod_sandbox(config, req.runtime_handler)
             .await?;
         tracing::Span::current().record("id", id.as_str());
@@ -74,7 +80,7 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Reply<cri::StopPodSandboxResponse> {
-        self.ctx
+        self.sandboxes
             .stop_pod_sandbox(&req.into_inner().pod_sandbox_id)
             .await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
@@ -85,7 +91,7 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Reply<cri::RemovePodSandboxResponse> {
-        self.ctx
+        self.sandboxes
             .remove_pod_sandbox(&req.into_inner().pod_sandbox_id)
             .await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
@@ -101,7 +107,7 @@ impl RuntimeService for Runtime {
             return Err(CriError::InvalidArgument("pod sandbox id is empty".into()).into());
         }
         Ok(Response::new(
-            self.ctx
+            self.sandboxes
                 .pod_sandbox_status(&req.pod_sandbox_id, req.verbose)?,
         ))
     }
@@ -113,7 +119,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ListPodSandboxResponse> {
         let req = req.into_inner();
         Ok(Response::new(cri::ListPodSandboxResponse {
-            items: self.ctx.list_pod_sandbox(req.filter.as_ref()),
+            items: self.sandboxes.list_pod_sandbox(req.filter.as_ref()),
         }))
     }
 
@@ -127,7 +133,7 @@ impl RuntimeService for Runtime {
             .config
             .ok_or_else(|| CriError::InvalidArgument("CreateContainer without a config".into()))?;
         let id = self
-            .ctx
+            .containers
             .create_container(&req.pod_sandbox_id, config)
             .await?;
         tracing::Span::current().record("id", id.as_str());
@@ -141,7 +147,7 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::StartContainerRequest>,
     ) -> Reply<cri::StartContainerResponse> {
-        self.ctx
+        self.containers
             .start_container(&req.into_inner().container_id)
             .await?;
         Ok(Response::new(cri::StartContainerResponse {}))
@@ -153,7 +159,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::StopContainerRequest>,
     ) -> Reply<cri::StopContainerResponse> {
         let req = req.into_inner();
-        self.ctx
+        self.containers
             .stop_container(&req.container_id, req.timeout)
             .await?;
         Ok(Response::new(cri::StopContainerResponse {}))
@@ -164,7 +170,7 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::RemoveContainerRequest>,
     ) -> Reply<cri::RemoveContainerResponse> {
-        self.ctx
+        self.containers
             .remove_container(&req.into_inner().container_id)
             .await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
@@ -177,7 +183,7 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ListContainersResponse> {
         let req = req.into_inner();
         Ok(Response::new(cri::ListContainersResponse {
-            containers: self.ctx.list_containers(req.filter.as_ref()),
+            containers: self.containers.list_containers(req.filter.as_ref()),
         }))
     }
 
@@ -188,7 +194,8 @@ impl RuntimeService for Runtime {
     ) -> Reply<cri::ContainerStatusResponse> {
         let req = req.into_inner();
         Ok(Response::new(
-            self.ctx.container_status(&req.container_id, req.verbose)?,
+            self.containers
+                .container_status(&req.container_id, req.verbose)?,
         ))
     }
 
@@ -198,7 +205,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
         let req = req.into_inner();
-        self.ctx
+        self.containers
             .update_container_resources(&req.container_id, req.linux)
             .await?;
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
@@ -209,7 +216,7 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        self.ctx
+        self.containers
             .reopen_container_log(&req.into_inner().container_id)
             .await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
@@ -219,7 +226,7 @@ impl RuntimeService for Runtime {
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
         let req = req.into_inner();
         Ok(Response::new(
-            self.ctx
+            self.containers
                 .exec_sync(&req.container_id, req.cmd, req.timeout)
                 .await?,
         ))
@@ -229,7 +236,7 @@ impl RuntimeService for Runtime {
     /// URL that fails later) and returns a single-use streaming URL.
     #[tracing::instrument(name = "Exec", skip_all, fields(id = %req.get_ref().container_id))]
     async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        let plan = self.ctx.prepare_exec(req.into_inner())?;
+        let plan = self.containers.prepare_exec(req.into_inner())?;
         let url = self.issue(Pending::Exec(Box::new(plan)))?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
@@ -238,7 +245,7 @@ impl RuntimeService for Runtime {
     /// single-use URL; the attach itself goes through the container's monitor.
     #[tracing::instrument(name = "Attach", skip_all, fields(id = %req.get_ref().container_id))]
     async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        let plan = self.ctx.prepare_attach(req.get_ref())?;
+        let plan = self.containers.prepare_attach(req.get_ref())?;
         let url = self.issue(Pending::Attach(plan))?;
         Ok(Response::new(cri::AttachResponse { url }))
     }
@@ -248,7 +255,7 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        let plan = self.ctx.prepare_port_forward(req.get_ref())?;
+        let plan = self.containers.prepare_port_forward(req.get_ref())?;
         let url = self.issue(Pending::PortForward(plan))?;
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
@@ -257,7 +264,9 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        let stats = self.ctx.container_stats(&req.into_inner().container_id)?;
+        let stats = self
+            .containers
+            .container_stats(&req.into_inner().container_id)?;
         Ok(Response::new(cri::ContainerStatsResponse {
             stats: Some(stats),
         }))
@@ -268,7 +277,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
         let filter = req.into_inner().filter;
-        let ctx = self.ctx.clone();
+        let ctx = self.containers.clone();
         // Walking writable layers touches the disk: keep it off the async workers.
         let stats = tokio::task::spawn_blocking(move || ctx.list_container_stats(filter.as_ref()))
             .await
@@ -281,7 +290,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
         let stats = self
-            .ctx
+            .containers
             .pod_sandbox_stats(&req.into_inner().pod_sandbox_id)?;
         Ok(Response::new(cri::PodSandboxStatsResponse {
             stats: Some(stats),
@@ -293,7 +302,7 @@ impl RuntimeService for Runtime {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
         let filter = req.into_inner().filter;
-        let ctx = self.ctx.clone();
+        let ctx = self.containers.clone();
         let stats =
             tokio::task::spawn_blocking(move || ctx.list_pod_sandbox_stats(filter.as_ref()))
                 .await
@@ -318,7 +327,7 @@ impl RuntimeService for Runtime {
     }
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
-        let network = match self.ctx.cni.status() {
+        let network = match self.containers.cni.status() {
             Ok(_) => cri::RuntimeCondition {
                 r#type: "NetworkReady".into(),
                 status: true,
@@ -340,7 +349,7 @@ impl RuntimeService for Runtime {
         };
         let mut info = std::collections::HashMap::new();
         if req.into_inner().verbose {
-            let c = &self.ctx.config;
+            let c = &self.containers.config;
             info.insert(
                 "config".to_string(),
                 serde_json::json!({
@@ -351,7 +360,10 @@ impl RuntimeService for Runtime {
                 .to_string(),
             );
             // Ids with an operation running or waiting: 0 on an idle daemon.
-            info.insert("opLocks".to_string(), self.ctx.locks.len().to_string());
+            info.insert(
+                "opLocks".to_string(),
+                self.containers.locks.len().to_string(),
+            );
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -391,10 +403,11 @@ impl RuntimeService for Runtime {
         _req: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
         use tokio_stream::StreamExt;
-        let events = tokio_stream::wrappers::BroadcastStream::new(self.ctx.events.subscribe())
-            // A subscriber that falls behind loses events (as with containerd); kubelet's
-            // evented PLEG relists when it sees a gap, so skipping is the right thing here.
-            .filter_map(|e| e.ok().map(Ok));
+        let events =
+            tokio_stream::wrappers::BroadcastStream::new(self.containers.events.subscribe())
+                // A subscriber that falls behind loses events (as with containerd); kubelet's
+                // evented PLEG relists when it sees a gap, so skipping is the right thing here.
+                .filter_map(|e| e.ok().map(Ok));
         Ok(Response::new(Box::pin(events)))
     }
 
@@ -416,7 +429,7 @@ impl RuntimeService for Runtime {
         &self,
         _req: Request<cri::RuntimeConfigRequest>,
     ) -> Reply<cri::RuntimeConfigResponse> {
-        let driver = match self.ctx.config.cgroup_driver {
+        let driver = match self.containers.config.cgroup_driver {
             crate::config::CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
             crate::config::CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
         };
