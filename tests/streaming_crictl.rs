@@ -13,25 +13,6 @@ use std::time::{Duration, Instant};
 use common::containers::container_config;
 use common::{DaemonOpts, TestDaemon, TestNetwork};
 
-/// crictl from the shared tools (CRIUS_SHARED_TOOLS, else ../shared/tools beside the repo).
-fn crictl_bin() -> PathBuf {
-    let tools = std::env::var_os("CRIUS_SHARED_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tools"));
-    let out = Command::new(tools.join("get"))
-        .output()
-        .unwrap_or_else(|e| panic!("{}/get (the stock clients): {e}", tools.display()));
-    assert!(
-        out.status.success(),
-        "{}/get failed: {out:?}",
-        tools.display()
-    );
-    let dir = String::from_utf8(out.stdout).unwrap();
-    let bin = PathBuf::from(dir.trim()).join("crictl");
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
-}
-
 fn crictl(bin: &PathBuf, d: &TestDaemon, args: &[&str]) -> Output {
     let ep = format!("unix://{}", d.socket().display());
     Command::new(bin)
@@ -51,7 +32,7 @@ fn crictl(bin: &PathBuf, d: &TestDaemon, args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crictl_streaming() {
-    let bin = crictl_bin();
+    let bin = common::tools::crictl();
     let net = TestNetwork::new();
     let d = TestDaemon::start(DaemonOpts::default().network(&net)).await;
     d.import_busybox();

@@ -163,6 +163,25 @@ impl TestDaemon {
         id
     }
 
+    /// busybox imported, a pod named `name` and a `sleep 3600` container running in it (what a
+    /// test execs into); returns (pod, container). [`Self::remove_sleeper`] undoes it.
+    pub async fn run_sleeper(&self, name: &str) -> (String, String) {
+        self.import_busybox();
+        let pod_config = self.pod_config(name);
+        let pod = self.run_pod(pod_config.clone()).await;
+        let sleeper = container_config("sleeper", &["sleep", "3600"]);
+        let id = self.run_container(&pod, &pod_config, sleeper).await;
+        (pod, id)
+    }
+
+    /// Stops and removes what [`Self::run_sleeper`] made, then checks nothing is left behind.
+    pub async fn remove_sleeper(&self, pod: &str, id: &str) {
+        self.stop_container(id, 0).await;
+        self.remove_container(id).await;
+        self.stop_and_remove(pod).await;
+        super::assert_no_leaks(self).await;
+    }
+
     pub async fn container_status(&self, id: &str) -> (ContainerStatus, HashMap<String, String>) {
         let r = self
             .runtime()

@@ -53,6 +53,8 @@ pub struct DaemonOpts {
     pub binary: Option<PathBuf>,
     /// --cgroup-driver (default "cgroupfs").
     pub cgroup_driver: Option<String>,
+    /// TOML for the --config file (default: empty, flags set everything).
+    pub config: Option<String>,
 }
 
 impl DaemonOpts {
@@ -144,9 +146,10 @@ impl TestDaemon {
         for p in [d.root(), d.state(), d.cni_conf_dir(), d.dir.join("logs")] {
             fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
         }
+        let config = d.opts.config.as_deref().unwrap_or("");
         fs::write(
             d.config_file(),
-            b"# crius integration test: flags set everything\n",
+            format!("# crius integration test: flags set the rest\n{config}"),
         )
         .expect("write config");
         if let Some(net) = &d.opts.network {

@@ -16,6 +16,7 @@ pub mod network;
 pub mod oci_image;
 pub mod pods;
 pub mod procs;
+pub mod tools;
 
 pub use daemon::{DaemonOpts, TestDaemon};
 pub use leaks::assert_no_leaks;

@@ -3,6 +3,7 @@
 //! ends cannot hide. It speaks what client-go's remotecommand and portforward send.
 #![allow(dead_code)]
 
+pub mod python;
 pub mod ws;
 
 use std::collections::HashMap;

@@ -430,6 +430,23 @@ impl Cri {
             .unwrap_or(ContainerState::ContainerUnknown as i32))
     }
 
+    /// A streaming Exec of `cmd` with stdout and stderr, no stdin, no tty; the URL to upgrade.
+    pub async fn exec_url(
+        &mut self,
+        container: &str,
+        cmd: &[&str],
+    ) -> Result<String, tonic::Status> {
+        let req = ExecRequest {
+            container_id: container.into(),
+            cmd: cmd.iter().map(|c| c.to_string()).collect(),
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        };
+        Ok(self.rt.exec(req).await?.into_inner().url)
+    }
+
     /// Pods created by this bench run (matched by label).
     pub async fn our_pods(&mut self, tag: &str) -> Result<Vec<String>, tonic::Status> {
         let req = ListPodSandboxRequest {

@@ -3,11 +3,13 @@
 
 mod cri;
 mod daemon;
+mod exec;
 mod floor;
 mod podcgroup;
 mod procs;
 mod report;
 mod scenarios;
+mod spdy;
 mod stats;
 mod suite;
 
@@ -106,6 +108,14 @@ struct SuiteArgs {
     cold_starts: usize,
     #[arg(long, value_enum, default_value = "auto")]
     burst_containers: suite::Containers,
+    /// Streaming Exec round trips of `true` per run.
+    #[arg(long, default_value_t = 100)]
+    exec_rounds: usize,
+    /// Execs per run that write --exec-bytes to stdout (throughput).
+    #[arg(long, default_value_t = 3)]
+    exec_streams: usize,
+    #[arg(long, default_value_t = 100 << 20)]
+    exec_bytes: u64,
     #[arg(long)]
     out: PathBuf,
     /// The daemon command line.
@@ -148,6 +158,9 @@ async fn run_suite(a: SuiteArgs) -> Result<()> {
         runs: a.runs,
         cold_starts: a.cold_starts,
         burst_containers: a.burst_containers,
+        exec_rounds: a.exec_rounds,
+        exec_streams: a.exec_streams,
+        exec_bytes: a.exec_bytes,
     };
     let result = suite::run(&cfg).await?;
     write_json(&a.out, &result)

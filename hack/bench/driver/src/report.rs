@@ -32,6 +32,10 @@ pub struct Report {
 
 type Extract = fn(&Run) -> Option<f64>;
 
+const EXEC_P50: &str = "Exec round trip p50 (true, SPDY)";
+/// Higher is better: the one metric whose ratio above 1 favours crius.
+const EXEC_THROUGHPUT: &str = "Exec stdout throughput (higher=better)";
+
 /// The per-run metrics: name, unit, how to read one run.
 fn per_run_metrics() -> Vec<(&'static str, &'static str, Extract)> {
     fn kib_to_mib(k: u64) -> f64 {
@@ -106,6 +110,18 @@ fn per_run_metrics() -> Vec<(&'static str, &'static str, Extract)> {
         }),
         ("RemoveImage p50", "ms", |r| {
             r.image.as_ref().map(|i| i.remove.p50)
+        }),
+        (EXEC_P50, "ms", |r| {
+            r.exec.as_ref().map(|e| e.round_trip.p50)
+        }),
+        ("Exec round trip p95 (true, SPDY)", "ms", |r| {
+            r.exec.as_ref().map(|e| e.round_trip.p95)
+        }),
+        (EXEC_THROUGHPUT, "MiB/s", |r| {
+            r.exec
+                .as_ref()
+                .and_then(|e| Spread::of(&e.stdout_mib_s))
+                .map(|s| s.median)
         }),
     ]
 }
@@ -273,6 +289,19 @@ pub fn budgets(metrics: &[Metric], floor: Option<Percentiles>) -> Vec<Budget> {
     ] {
         out.push(speedup(metrics, name, 1.0, label));
     }
+    // Issue 11: streaming Exec.
+    out.push(speedup(
+        metrics,
+        EXEC_P50,
+        2.0,
+        "Exec round trip p50 >= 2x faster than containerd",
+    ));
+    let tput = find(metrics, EXEC_THROUGHPUT).and_then(|m| m.ratio);
+    out.push(judge(
+        "Exec stdout throughput >= containerd's",
+        tput.map(|r| r >= 1.0),
+        tput.map_or("no number".into(), |r| format!("{r:.2}x containerd's")),
+    ));
     let cold = crius_median(metrics, "Cold start to Version+Status (restarts)");
     out.push(judge(
         "Cold start < 100 ms",
@@ -409,7 +438,7 @@ mod tests {
         assert_eq!(
             status,
             [
-                "PASS", "PASS", "PASS", "n/a", "PASS", "n/a", "n/a", "n/a", "PASS"
+                "PASS", "PASS", "PASS", "n/a", "PASS", "n/a", "n/a", "n/a", "n/a", "n/a", "PASS"
             ]
         );
         let text = render(&r, &suite(10.0, 1, 1.0), &suite(100.0, 1, 1.0));
@@ -428,9 +457,48 @@ mod tests {
         assert_eq!(
             status,
             [
-                "MISS", "MISS", "MISS", "n/a", "MISS", "n/a", "n/a", "n/a", "MISS"
+                "MISS", "MISS", "MISS", "n/a", "MISS", "n/a", "n/a", "n/a", "n/a", "n/a", "MISS"
             ]
         );
+    }
+
+    fn with_exec(p50: f64, mib_s: &[f64]) -> SuiteResult {
+        SuiteResult {
+            runs: vec![Run {
+                exec: Some(crate::exec::ExecBench {
+                    round_trip: p(p50),
+                    stdout_mib_s: mib_s.to_vec(),
+                    stdout_bytes: 100 << 20,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn status_of<'a>(r: &'a Report, prefix: &str) -> &'a str {
+        let b = r.budgets.iter().find(|b| b.name.starts_with(prefix));
+        b.map(|b| b.status.as_str()).unwrap()
+    }
+
+    #[test]
+    fn exec_budgets_latency_lower_and_throughput_higher_is_better() {
+        // 4x faster round trip, throughput median 800 vs 400 MiB/s.
+        let r = build(
+            &with_exec(5.0, &[700.0, 800.0, 900.0]),
+            &with_exec(20.0, &[400.0]),
+            None,
+        );
+        let tput = find(&r.metrics, EXEC_THROUGHPUT).unwrap();
+        assert_eq!(tput.ratio, Some(2.0));
+        assert_eq!(status_of(&r, "Exec round trip"), "PASS");
+        assert_eq!(status_of(&r, "Exec stdout"), "PASS");
+        // 1.5x faster is not 2x; half the throughput misses.
+        let r = build(&with_exec(10.0, &[200.0]), &with_exec(15.0, &[400.0]), None);
+        assert_eq!(status_of(&r, "Exec round trip"), "MISS");
+        assert_eq!(status_of(&r, "Exec stdout"), "MISS");
+        let r = build(&with_exec(10.0, &[200.0]), &SuiteResult::default(), None);
+        assert_eq!(status_of(&r, "Exec round trip"), "n/a");
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub fn is_unimplemented(err: &anyhow::Error) -> bool {
 pub struct Started {
     pub pod: Pod,
     pub id: String,
+    /// The sleeper container's id, when the pod got one.
+    pub container: Option<String>,
 }
 
 /// Stops and removes a started pod, then does kubelet's part: pod cgroup and files removed.
@@ -84,7 +86,7 @@ pub async fn teardown(cri: &mut Cri, tpl: &PodTemplate, started: &Started) -> Re
 
 /// One pod with (optionally) one running sleeper; returns it and the time until running.
 /// On failure the pod is torn down before the error is returned.
-async fn start_pod(
+pub async fn start_pod(
     cri: &mut Cri,
     tpl: &PodTemplate,
     name: &str,
@@ -112,7 +114,11 @@ async fn start_pod(
             return Err(anyhow::Error::from(e).context("RunPodSandbox"));
         }
     };
-    let started = Started { pod, id };
+    let mut started = Started {
+        pod,
+        id,
+        container: None,
+    };
     if !with_container {
         return Ok((started, t.elapsed()));
     }
@@ -129,7 +135,7 @@ async fn start_pod(
         loop {
             let state = cri.container_state(&ctr).await.context("ContainerStatus")?;
             if state == ContainerState::ContainerRunning as i32 {
-                return Ok(t.elapsed());
+                return Ok((t.elapsed(), ctr));
             }
             if t.elapsed() > RUNNING_TIMEOUT {
                 return Err(anyhow!(
@@ -141,7 +147,10 @@ async fn start_pod(
     }
     .await;
     match result {
-        Ok(elapsed) => Ok((started, elapsed)),
+        Ok((elapsed, ctr)) => {
+            started.container = Some(ctr);
+            Ok((started, elapsed))
+        }
         Err(e) => {
             let _ = teardown(cri, tpl, &started).await;
             Err(e)

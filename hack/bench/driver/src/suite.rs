@@ -3,6 +3,7 @@
 
 use crate::cri::{Cri, Net, PodTemplate};
 use crate::daemon::{Daemon, DaemonSpec, remove_stale_socket};
+use crate::exec::{self, ExecBench};
 use crate::procs::{self, GroupMemory};
 use crate::scenarios::{self, Burst, ImageLatency, SandboxLatency, is_unimplemented};
 use crate::stats::{Percentiles, millis};
@@ -32,6 +33,10 @@ pub struct SuiteConfig {
     pub runs: usize,
     pub cold_starts: usize,
     pub burst_containers: Containers,
+    /// Streaming Exec: round trips of `true` per run, large execs per run, their stdout size.
+    pub exec_rounds: usize,
+    pub exec_streams: usize,
+    pub exec_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,6 +55,7 @@ pub struct Run {
     pub burst: Option<Burst>,
     pub memory: Option<Memory>,
     pub image: Option<ImageLatency>,
+    pub exec: Option<ExecBench>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -182,6 +188,16 @@ async fn measure(
         if res.containers_supported {
             let r = scenarios::pod_start(cri, tpl, &format!("start-{i}"), cfg.pods).await;
             run.pod_start = settle(res, cri, &tag, &format!("run {i} pod start"), r).await;
+            let r = exec::exec_bench(
+                cri,
+                tpl,
+                &format!("exec-{i}"),
+                cfg.exec_rounds,
+                cfg.exec_streams,
+                cfg.exec_bytes,
+            )
+            .await;
+            run.exec = settle(res, cri, &tag, &format!("run {i} streaming exec"), r).await;
         }
         let (r, pods) =
             scenarios::burst(cri, tpl, &format!("burst-{i}"), cfg.burst, burst_containers).await;
