@@ -579,8 +579,14 @@ impl Monitor {
                 return;
             }
         };
-        if let Err(e) = self.serve_one(stream) {
-            tracing::debug!(error = %e, "control connection failed");
+        match self.serve_one(stream) {
+            Ok(()) => {}
+            // A connect-and-close probe (bind's check for a live monitor does that).
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(error = %e, "control connection closed before a request")
+            }
+            // The daemon takes a dropped request for a failure of the call: say why.
+            Err(e) => tracing::warn!(id = %self.id, error = %e, "control connection failed"),
         }
     }
 

@@ -28,6 +28,8 @@ use crate::monitor::{paths, validate_id, wire};
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one control request may take, so a wedged monitor yields an error, not a hang.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Before a request a live monitor dropped is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long a `--delete-only` run may take.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often [`MonitorClient::wait_exited`] looks at the exit record besides waiting on the
@@ -634,34 +636,75 @@ impl MonitorClient {
 
     async fn call(&self, op_name: &'static str, op: Op) -> Result<Reply, MonitorError> {
         let request = proto::Request { op: Some(op) };
-        let exchange = async {
-            let socket = paths::ShortPath::new(&paths::socket_path(&self.dir))?;
-            let mut stream = UnixStream::connect(socket.path()).await?;
-            drop(socket);
-            wire::write_msg_async(&mut stream, &request).await?;
-            wire::read_msg_async::<proto::Response>(&mut stream).await
-        };
-        match tokio::time::timeout(self.call_timeout, exchange).await {
-            Ok(Ok(response)) => Ok(Reply::Response(response)),
-            // A refused or dropped connection means the monitor is gone or finishing: it
-            // writes the exit record before it closes its socket.
-            Ok(Err(e)) => match self.read_exit() {
-                Some(info) => Ok(Reply::Exited(info)),
-                None if is_gone(&e) => Err(MonitorError::Gone {
-                    dir: self.dir.clone(),
-                }),
-                None => Err(MonitorError::Io {
-                    what: op_name,
-                    path: paths::socket_path(&self.dir),
-                    source: e,
-                }),
-            },
-            Err(_) => Err(MonitorError::Timeout {
-                op: op_name,
-                dir: self.dir.clone(),
-                timeout: self.call_timeout,
-            }),
+        let mut retried = false;
+        loop {
+            match tokio::time::timeout(self.call_timeout, self.exchange(&request)).await {
+                Ok(Ok(response)) => return Ok(Reply::Response(response)),
+                // A refused or dropped connection means the monitor is gone or finishing: it
+                // writes the exit record before it closes its socket.
+                Ok(Err(e)) => {
+                    if let Some(info) = self.read_exit() {
+                        return Ok(Reply::Exited(info));
+                    }
+                    if !is_gone(&e) {
+                        return Err(MonitorError::Io {
+                            what: op_name,
+                            path: paths::socket_path(&self.dir),
+                            source: e,
+                        });
+                    }
+                    // Callers take Gone for a dead monitor (and its container for lost), so a
+                    // live monitor that dropped one connection (seen under heavy load) is asked
+                    // again, once: every request it serves is idempotent.
+                    let Some(pid) = self.live_monitor_pid() else {
+                        return Err(MonitorError::Gone {
+                            dir: self.dir.clone(),
+                        });
+                    };
+                    if retried {
+                        return Err(MonitorError::Io {
+                            what: op_name,
+                            path: paths::socket_path(&self.dir),
+                            source: io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "monitor pid {pid} is alive but dropped the request twice: {e}"
+                                ),
+                            ),
+                        });
+                    }
+                    tracing::warn!(dir = %self.dir.display(), pid, op = op_name, error = %e, "a live monitor dropped its control connection; asking again");
+                    retried = true;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(_) => {
+                    return Err(MonitorError::Timeout {
+                        op: op_name,
+                        dir: self.dir.clone(),
+                        timeout: self.call_timeout,
+                    });
+                }
+            }
         }
+    }
+
+    async fn exchange(&self, request: &proto::Request) -> io::Result<proto::Response> {
+        let socket = paths::ShortPath::new(&paths::socket_path(&self.dir))?;
+        let mut stream = UnixStream::connect(socket.path()).await?;
+        drop(socket);
+        wire::write_msg_async(&mut stream, request).await?;
+        wire::read_msg_async::<proto::Response>(&mut stream).await
+    }
+
+    /// The monitor's pid while that process lives (a zombie, not yet reaped by the daemon
+    /// that spawned it, counts as dead; a crashed monitor's pid reused by another process
+    /// only costs one retry).
+    fn live_monitor_pid(&self) -> Option<i32> {
+        let pid = self.monitor_pid()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The state follows the command, which may hold spaces and parentheses.
+        let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+        (!matches!(state, "Z" | "X")).then_some(pid)
     }
 }
 
@@ -674,4 +717,39 @@ fn is_gone(e: &io::Error) -> bool {
             | io::ErrorKind::UnexpectedEof
             | io::ErrorKind::BrokenPipe
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client_with_pid(dir: &Path, pid: u32) -> MonitorClient {
+        std::fs::write(dir.join(paths::PID_FILE), pid.to_string()).unwrap();
+        MonitorClient::new(dir)
+    }
+
+    #[test]
+    fn a_zombie_or_missing_monitor_is_not_live() {
+        let t = tempfile::tempdir().unwrap();
+        let me = client_with_pid(t.path(), std::process::id());
+        assert_eq!(me.live_monitor_pid(), Some(std::process::id() as i32));
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped: a zombie until wait().
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z ")
+        {
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(client_with_pid(t.path(), pid).live_monitor_pid(), None);
+        child.wait().unwrap();
+        assert_eq!(client_with_pid(t.path(), pid).live_monitor_pid(), None);
+
+        std::fs::remove_file(t.path().join(paths::PID_FILE)).unwrap();
+        assert_eq!(MonitorClient::new(t.path()).live_monitor_pid(), None);
+    }
 }
