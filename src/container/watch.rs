@@ -267,6 +267,8 @@ async fn watch(ctx: Weak<Context>, id: String, kind: Kind) {
         Watch::Pidfd(fd) => {
             // Readable (POLLIN) once the process has exited; nothing else wakes it.
             let _ = fd.readable().await;
+            // Tests read this line to tell a pushed exit from a polled one.
+            tracing::debug!(id = %id, ?kind, "monitor exit pushed by its pidfd");
             if let Some(ctx) = ctx.upgrade() {
                 kind.exited(&ContainerService::new(ctx), &id).await;
             }
