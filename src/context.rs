@@ -10,7 +10,7 @@ use crate::image::ImageRecord;
 use crate::image::ImageStore;
 use crate::network::Cni;
 pub use crate::oplocks::OpLocks;
-use crate::stats::CpuSampler;
+use crate::stats::{CpuSampler, FsUsage, UsageCache};
 use crate::store::{ContainerStore, SandboxStore};
 use k8s_cri::v1::ContainerEventResponse;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,8 @@ pub struct Context {
     pub events: tokio::sync::broadcast::Sender<ContainerEventResponse>,
     /// Previous CPU samples, for usage_nano_cores between two stats calls.
     pub cpu: CpuSampler,
+    /// The last walk of each container's writable layer, for the stats calls.
+    pub layer_usage: Arc<UsageCache<FsUsage>>,
 }
 
 /// Waits for a new record's background fsync (see `store::records`).

@@ -144,3 +144,21 @@ pub fn remove_dir_all_if_exists(path: &Path) -> std::io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Run short blocking work (a few file reads or writes: a record, a bundle file, a mount)
+/// from wherever the caller is, without stalling an async worker. On a worker of the daemon's
+/// multi-threaded runtime this is `block_in_place`: tokio hands the worker's other tasks to
+/// another thread while this one blocks, and the calling task simply waits, so callers keep
+/// borrowing what they hold (no `'static` closure as with `spawn_blocking`). On a blocking
+/// thread, outside a runtime, or in a current-thread runtime (unit tests, the CLI), where
+/// `block_in_place` does nothing useful or panics, it just runs `f`.
+///
+/// Use it for work bounded by a few syscalls; walks and other long work go to
+/// `spawn_blocking`. The other branches of a `join!`/`select!` in the same task wait for `f`.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

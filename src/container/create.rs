@@ -164,9 +164,12 @@ impl ContainerService {
             Undo::Rootfs => self.remove_container_rootfs(id).await,
             Undo::Record => {
                 self.remove_monitor_dir(id).await;
-                self.containers
+                let deleted = self
+                    .containers
                     .delete(id)
-                    .map_err(|e| CriError::internal("removing container record", e))
+                    .map_err(|e| CriError::internal("removing container record", e));
+                self.layer_usage.forget(id);
+                deleted
             }
         }
     }
@@ -212,18 +215,19 @@ impl ContainerService {
         });
         let spec_json = serde_json::to_vec_pretty(&spec)
             .map_err(|e| CriError::Internal(format!("serializing container spec: {e}")))?;
-        crate::util::replace_file(&dir.join("config.json"), &spec_json)
-            .map_err(|e| CriError::internal("writing bundle config.json", e))?;
-
-        if let Some(log) = &record.log_path
-            && let Some(parent) = log.parent()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                CriError::internal(format!("creating log directory {}", parent.display()), e)
-            })?;
-        }
-        crate::cgroup_driver::make_cgroupfs_parents(&record.cgroups_path)
-            .map_err(|e| CriError::internal("preparing the container cgroup", e))?;
+        crate::util::blocking(|| -> CriResult<()> {
+            crate::util::replace_file(&dir.join("config.json"), &spec_json)
+                .map_err(|e| CriError::internal("writing bundle config.json", e))?;
+            if let Some(log) = &record.log_path
+                && let Some(parent) = log.parent()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    CriError::internal(format!("creating log directory {}", parent.display()), e)
+                })?;
+            }
+            crate::cgroup_driver::make_cgroupfs_parents(&record.cgroups_path)
+                .map_err(|e| CriError::internal("preparing the container cgroup", e))
+        })?;
         undo.push(Undo::Container);
         let created = pending
             .go()
@@ -280,14 +284,9 @@ impl ContainerService {
             .unwrap_or(false);
         let cri_mounts = std::mem::take(&mut config.mounts);
         let cri_devices = config.devices.clone();
-        type Gathered = (
-            Option<String>,
-            Option<String>,
-            Vec<k8s_cri::v1::Mount>,
-            Vec<crate::oci::ResolvedDevice>,
-            Vec<crate::oci::ResolvedDevice>,
-        );
-        let gathered = tokio::task::spawn_blocking(move || -> CriResult<Gathered> {
+        let shm = self.sandbox_shm_dir(&sandbox.id);
+        let shm_probe = shm.clone();
+        let mut gathered = tokio::task::spawn_blocking(move || -> CriResult<Gathered> {
             let passwd = super::rootfs_files::read_in_root(&rootfs_owned, "etc/passwd")
                 .map_err(|e| CriError::internal("reading the image's /etc/passwd", e))?;
             let group = super::rootfs_files::read_in_root(&rootfs_owned, "etc/group")
@@ -300,14 +299,22 @@ impl ContainerService {
             } else {
                 Vec::new()
             };
-            Ok((passwd, group, mounts, devices, host_devices))
+            Ok(Gathered {
+                passwd,
+                group,
+                mounts,
+                devices,
+                host_devices,
+                dev_shm: is_own_mount(&shm_probe),
+                node_can_lower_oom: crate::oci::oom::node_can_lower(),
+                own_oom_score: crate::oci::oom::own_score(),
+                host: crate::oci::HostFeatures::detect(),
+            })
         })
         .await
         .map_err(|e| CriError::Internal(format!("spec task: {e}")))??;
-        let (passwd, group, mounts, devices, host_devices) = gathered;
-        config.mounts = mounts;
+        config.mounts = std::mem::take(&mut gathered.mounts);
         let sandbox_dir = self.sandbox_dir(&sandbox.id);
-        let shm = self.sandbox_shm_dir(&sandbox.id);
         let resolv = sandbox_dir.join("resolv.conf");
         let hostname = sandbox_dir.join("hostname");
         let hosts = sandbox_dir.join("hosts");
@@ -327,18 +334,18 @@ impl ContainerService {
                 resolv_conf: Some(&resolv),
                 hostname: Some(&hostname),
                 hosts: Some(&hosts),
-                dev_shm: crate::snapshot::is_mountpoint(&shm).then_some(shm.as_path()),
+                dev_shm: gathered.dev_shm.then_some(shm.as_path()),
             },
             cgroups_path: &record.cgroups_path,
-            passwd: passwd.as_deref(),
-            group: group.as_deref(),
-            devices: &devices,
-            host_devices: &host_devices,
+            passwd: gathered.passwd.as_deref(),
+            group: gathered.group.as_deref(),
+            devices: &gathered.devices,
+            host_devices: &gathered.host_devices,
             seccomp_profile_root: &self.config.root.join("seccomp"),
-            node_can_lower_oom: crate::oci::oom::node_can_lower(),
-            own_oom_score: crate::oci::oom::own_score(),
+            node_can_lower_oom: gathered.node_can_lower_oom,
+            own_oom_score: gathered.own_oom_score,
             node_hostname: &node_hostname,
-            host: crate::oci::HostFeatures::detect(),
+            host: gathered.host,
         })
         .map_err(spec_error)
     }
@@ -393,6 +400,34 @@ impl ContainerService {
             })?
             .ok_or_else(|| CriError::NotFound(format!("image {reference:?} not found")))
     }
+}
+
+/// What the spec builder needs from the node, read on a blocking thread.
+struct Gathered {
+    passwd: Option<String>,
+    group: Option<String>,
+    mounts: Vec<k8s_cri::v1::Mount>,
+    devices: Vec<crate::oci::ResolvedDevice>,
+    host_devices: Vec<crate::oci::ResolvedDevice>,
+    /// The pod's /dev/shm tmpfs is mounted.
+    dev_shm: bool,
+    node_can_lower_oom: bool,
+    own_oom_score: i32,
+    host: crate::oci::HostFeatures,
+}
+
+/// Whether `path` is a mount of its own filesystem (the pod's /dev/shm tmpfs): its device
+/// differs from its parent's. Two stats, where reading /proc/self/mountinfo in full costs a
+/// line per mount on the node on every create.
+fn is_own_mount(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(own), Some(Ok(parent))) = (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) else {
+        return false;
+    };
+    own.dev() != parent.dev()
 }
 
 fn spec_error(e: crate::oci::SpecError) -> CriError {

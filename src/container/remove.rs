@@ -59,6 +59,7 @@ impl ContainerService {
             .delete(id)
             .map_err(|e| CriError::internal("removing container record", e))?;
         self.cpu.forget(id);
+        self.layer_usage.forget(id);
         tracing::info!(container = %id, "container removed");
         Ok(())
     }
@@ -70,7 +71,7 @@ impl ContainerService {
     async fn ensure_container_deleted(&self, id: &str, cgroups_path: &str) -> CriResult<()> {
         let state_dir = self.runtime_root().join(id);
         for attempt in 1..=DELETE_ATTEMPTS {
-            if !state_dir.exists() {
+            if !crate::util::blocking(|| state_dir.exists()) {
                 break;
             }
             tracing::warn!(container = %id, attempt, "libcontainer state left after exit; deleting again");
@@ -99,12 +100,12 @@ impl ContainerService {
                 return Err(CriError::internal(format!("container {id}"), e));
             }
         }
-        let Some(dir) = v2_cgroup_dir(cgroups_path) else {
+        let Some(dir) = crate::util::blocking(|| v2_cgroup_dir(cgroups_path)) else {
             return Ok(());
         };
         let deadline = tokio::time::Instant::now() + CGROUP_WAIT;
         loop {
-            match std::fs::remove_dir(&dir) {
+            match crate::util::blocking(|| std::fs::remove_dir(&dir)) {
                 Ok(()) => {
                     tracing::warn!(container = %id, dir = %dir.display(), "removed a cgroup left after delete");
                     return Ok(());
@@ -119,7 +120,7 @@ impl ContainerService {
                 }
                 Err(_) => {
                     // Still populated (processes exiting) or busy: kill what is left, wait.
-                    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+                    let _ = crate::util::blocking(|| std::fs::write(dir.join("cgroup.kill"), "1"));
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             }

@@ -26,7 +26,7 @@ impl ContainerService {
         }
         if let Some(log) = &record.log_path
             && let Some(parent) = log.parent()
-            && !parent.exists()
+            && !crate::util::blocking(|| parent.exists())
         {
             return Err(CriError::FailedPrecondition(format!(
                 "log directory {} does not exist",

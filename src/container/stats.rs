@@ -1,5 +1,6 @@
 //! ContainerStats, ListContainerStats, PodSandboxStats, ListPodSandboxStats: numbers read from
-//! the kernel (cgroups, /proc/<pid>/net/dev) and the writable layer on disk.
+//! the kernel (cgroups, /proc/<pid>/net/dev) and the writable layer on disk (cached). All of
+//! them read files: call them from a blocking thread (the server does).
 
 use super::ContainerService;
 use crate::error::CriResult;
@@ -9,6 +10,18 @@ use crate::util::{id_matches, labels_match};
 use k8s_cri::v1 as cri;
 
 impl ContainerService {
+    /// The writable layer's usage from the cache (see `stats::UsageCache`); a container never
+    /// walked before is walked now, on the caller's (blocking) thread.
+    fn layer_usage_of(&self, id: &str) -> Option<stats::FsUsage> {
+        let upper = self.container_dir(id).join("upper");
+        let containers = self.containers.clone();
+        self.layer_usage.get(
+            id,
+            move || stats::dir_usage(&upper).ok(),
+            || containers.get(id).is_some(),
+        )
+    }
+
     fn cgroup_sample(&self, id: &str, cgroups_path: &str) -> (Option<CgroupStats>, Option<u64>) {
         match stats::cgroup_stats(cgroups_path) {
             Ok(cg) => {
@@ -33,8 +46,7 @@ impl ContainerService {
         } else {
             (None, None)
         };
-        let upper = self.container_dir(&r.id).join("upper");
-        let fs = stats::dir_usage(&upper).ok();
+        let fs = self.layer_usage_of(&r.id);
         stats::container_stats_cri(
             cri::ContainerAttributes {
                 id: r.id.clone(),

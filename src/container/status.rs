@@ -37,7 +37,8 @@ impl ContainerService {
         ) {
             return record;
         }
-        let Some(exit) = MonitorClient::new(&self.monitor_dir(&record.id)).read_exit() else {
+        let client = MonitorClient::new(&self.monitor_dir(&record.id));
+        let Some(exit) = crate::util::blocking(|| client.read_exit()) else {
             return record;
         };
         self.record_exit(&record.id, &exit).unwrap_or(record)

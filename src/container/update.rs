@@ -52,9 +52,11 @@ impl ContainerService {
                     "container {id} is not running"
                 )));
             }
-            let oci = crate::oci::linux_resources(&resources, &crate::oci::HostFeatures::detect());
             let path = record.cgroups_path.clone();
+            let requested = resources.clone();
             tokio::task::spawn_blocking(move || {
+                let oci =
+                    crate::oci::linux_resources(&requested, &crate::oci::HostFeatures::detect());
                 if crate::cgroup_driver::is_scope(&path) {
                     // systemd owns a scope's cgroup: properties on the unit, or its next
                     // reload would put the old values back. The files too, as runc does: systemd

@@ -15,16 +15,21 @@ use super::NetworkError;
 
 /// Create a new network namespace with its loopback up and pin it at `path`. The work runs on
 /// a thread of its own that exits afterwards (unshare(2) moves only the calling thread, which
-/// must never go back to a pool carrying the pod's namespace). On failure nothing is left.
-pub fn create(path: &Path) -> Result<(), NetworkError> {
-    placeholder(path)?;
+/// must never go back to a pool carrying the pod's namespace); the caller awaits it without
+/// holding a worker or a blocking-pool thread. On failure nothing is left.
+pub async fn create(path: &Path) -> Result<(), NetworkError> {
     let owned = path.to_path_buf();
-    let result = on_own_thread(path, "netns-create", move || {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-            .map_err(|e| NetworkError::netns(&owned, "unshare", e))?;
-        lo_up(&owned)?;
-        bind(Path::new("/proc/thread-self/ns/net"), &owned)
-    });
+    let made = own_thread(path, "netns-create", move || create_here(&owned))?.await;
+    made.unwrap_or_else(|_| Err(panicked(path, "netns-create")))
+}
+
+/// The body of [`create`], on its own thread.
+fn create_here(path: &Path) -> Result<(), NetworkError> {
+    placeholder(path)?;
+    let result = nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| NetworkError::netns(path, "unshare", e))
+        .and_then(|_| lo_up(path))
+        .and_then(|_| bind(Path::new("/proc/thread-self/ns/net"), path));
     match &result {
         Ok(()) => tracing::debug!(path = %path.display(), "created network namespace"),
         Err(_) if !is_pinned(path) => {
@@ -35,23 +40,40 @@ pub fn create(path: &Path) -> Result<(), NetworkError> {
     result
 }
 
-/// Runs `work` on a new thread and waits for it: unshare(2) and setns(2) move only the calling
-/// thread, which must never go back to a pool carrying a pod's namespace.
+/// Runs `work` on a new thread and waits for it (from a blocking thread): unshare(2) and
+/// setns(2) move only the calling thread, which must never go back to a pool carrying a pod's
+/// namespace.
 fn on_own_thread<F>(path: &Path, name: &'static str, work: F) -> Result<(), NetworkError>
 where
     F: FnOnce() -> Result<(), NetworkError> + Send + 'static,
 {
-    let worker = std::thread::Builder::new()
+    own_thread(path, name, work)?
+        .blocking_recv()
+        .unwrap_or_else(|_| Err(panicked(path, name)))
+}
+
+/// Starts `work` on a new thread; its result comes through the receiver (closed without one
+/// if the thread panicked).
+fn own_thread<F>(
+    path: &Path,
+    name: &'static str,
+    work: F,
+) -> Result<tokio::sync::oneshot::Receiver<Result<(), NetworkError>>, NetworkError>
+where
+    F: FnOnce() -> Result<(), NetworkError> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
         .name(name.into())
-        .spawn(work)
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
         .map_err(|e| NetworkError::netns(path, "spawn a thread", e))?;
-    worker.join().unwrap_or_else(|_| {
-        Err(NetworkError::netns(
-            path,
-            name,
-            io::Error::other("the worker thread panicked"),
-        ))
-    })
+    Ok(rx)
+}
+
+fn panicked(path: &Path, name: &'static str) -> NetworkError {
+    NetworkError::netns(path, name, io::Error::other("the worker thread panicked"))
 }
 
 /// The empty file a namespace is bind-mounted onto; refuses a path that already is a pin.

@@ -286,14 +286,14 @@ exit 0"#,
     assert!(cni.cached_ids().unwrap().is_empty());
 }
 
-#[test]
-fn create_pins_a_fresh_netns_with_lo_up() {
+#[tokio::test]
+async fn create_pins_a_fresh_netns_with_lo_up() {
     if !can_run() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("pins/pod");
-    netns::create(&path).unwrap();
+    netns::create(&path).await.unwrap();
     struct Unpin<'a>(&'a Path);
     impl Drop for Unpin<'_> {
         fn drop(&mut self) {
@@ -323,7 +323,7 @@ fn create_pins_a_fresh_netns_with_lo_up() {
         host_ns.trim()
     );
     assert!(
-        netns::create(&path).is_err(),
+        netns::create(&path).await.is_err(),
         "creating over a live pin is refused"
     );
     assert!(netns::is_pinned(&path), "and leaves it alone");

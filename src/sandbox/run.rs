@@ -172,13 +172,13 @@ impl SandboxService {
         if let Some(plan) = plan? {
             let dir = self.sandbox_dir(id);
             let bundle = monitor.dir().join(crate::monitor::BUNDLE_DIR);
-            own_cgroup::write_bundle(&spec, &dir, &bundle)
+            crate::util::blocking(|| own_cgroup::write_bundle(&spec, &dir, &bundle))
                 .map_err(|e| CriError::internal("writing libcontainer's bundle", e))?;
             monitor.use_own_cgroup(plan, bundle);
         }
         timer.step("cgroup");
 
-        crate::cgroup_driver::make_cgroupfs_parents(&record.cgroups_path)
+        crate::util::blocking(|| crate::cgroup_driver::make_cgroupfs_parents(&record.cgroups_path))
             .map_err(|e| CriError::internal("preparing the sandbox cgroup", e))?;
         rollback.push(Undo::KillContainer { id: id.into() });
         let create = async {
@@ -269,7 +269,7 @@ impl SandboxService {
         timer.step("rootfs");
 
         // Shared by the pod's containers (the pause itself mounts none of them).
-        write_pod_files(&dir, config, record.host_network)
+        crate::util::blocking(|| write_pod_files(&dir, config, record.host_network))
             .map_err(|e| CriError::internal("writing resolv.conf/hostname/hosts", e))?;
 
         // A pod with its own IPC namespace gets a host-side tmpfs for /dev/shm, shared by every
@@ -283,7 +283,8 @@ impl SandboxService {
                 .and_then(|s| s.namespace_options.as_ref()),
         );
         if namespaces.ipc {
-            mount_shm(&self.sandbox_shm_dir(id))
+            let shm = self.sandbox_shm_dir(id);
+            crate::util::blocking(|| mount_shm(&shm))
                 .map_err(|e| CriError::internal("mounting the pod's /dev/shm", e))?;
         }
 
@@ -295,6 +296,7 @@ impl SandboxService {
                 path: netns.clone(),
             });
             crate::network::netns::create(netns)
+                .await
                 .map_err(|e| CriError::internal("creating the pod network namespace", e))?;
             timer.step("netns");
         }
@@ -315,7 +317,7 @@ impl SandboxService {
         let spec_json = serde_json::to_vec(&spec)
             .map_err(|e| CriError::Internal(format!("serializing sandbox spec: {e}")))?;
         // Not fsynced: after a crash the sandbox is torn down, never restarted from its bundle.
-        std::fs::write(dir.join("config.json"), &spec_json)
+        crate::util::blocking(|| std::fs::write(dir.join("config.json"), &spec_json))
             .map_err(|e| CriError::internal("writing bundle config.json", e))?;
         timer.step("spec");
         Ok((image, netns_path, spec))

@@ -11,10 +11,9 @@ use std::collections::HashMap;
 impl Context {
     /// The record, with a Ready sandbox whose init has exited since turned NotReady.
     pub fn refreshed(&self, record: SandboxRecord) -> SandboxRecord {
+        let client = MonitorClient::new(&self.monitor_dir(&record.id));
         if record.state == SandboxState::Ready
-            && MonitorClient::new(&self.monitor_dir(&record.id))
-                .read_exit()
-                .is_some()
+            && crate::util::blocking(|| client.read_exit()).is_some()
         {
             match self
                 .sandboxes

@@ -36,7 +36,8 @@ impl Context {
             // No monitor (never started, or killed): libcontainer may still have state and a
             // cgroup for it; delete those through a one-shot monitor process.
             Err(MonitorError::Gone { .. }) => {
-                if self.runtime_root().join(id).exists() {
+                let state_dir = self.runtime_root().join(id);
+                if crate::util::blocking(|| state_dir.exists()) {
                     crate::monitor::cleanup_orphan(&self.exe, &self.runtime_root(), id)
                         .await
                         .map_err(|e| CriError::internal(format!("cleaning container {id}"), e))?;
@@ -49,7 +50,7 @@ impl Context {
 
     pub async fn remove_monitor_dir(&self, id: &str) {
         let dir = self.monitor_dir(id);
-        if let Err(e) = crate::util::remove_dir_all_if_exists(&dir) {
+        if let Err(e) = crate::util::blocking(|| crate::util::remove_dir_all_if_exists(&dir)) {
             tracing::warn!(path = %dir.display(), error = %e, "removing monitor dir");
         }
     }
@@ -60,14 +61,14 @@ impl SandboxService {
     /// unpin the network namespace.
     pub async fn teardown_network(&self, id: &str) -> CriResult<()> {
         let netns = self.netns_path(id);
-        let pinned = netns.exists();
+        let pinned = crate::util::blocking(|| netns.exists());
         self.cni
             .teardown(id, pinned.then_some(netns.as_path()))
             .await
             .map_err(|e| {
                 CriError::internal(format!("tearing down the network of sandbox {id}"), e)
             })?;
-        crate::network::netns::unpin(&netns)
+        crate::util::blocking(|| crate::network::netns::unpin(&netns))
             .map_err(|e| CriError::internal(format!("unpinning netns of sandbox {id}"), e))
     }
 

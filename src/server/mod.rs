@@ -174,6 +174,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         sandbox_oom_score_adj,
         events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
         cpu: Default::default(),
+        layer_usage: crate::stats::UsageCache::new(crate::stats::USAGE_MAX_AGE),
     });
     let container_service = crate::container::ContainerService::new(ctx.clone());
     let sandbox_service =

@@ -19,6 +19,21 @@ pub struct Runtime {
     stream: Arc<StreamServer>,
 }
 
+/// Runs a handler body that reads files (exit records of the containers it refreshes, cgroup
+/// files, writable layers) on the blocking pool, off the async workers. `service` is one of the
+/// cheap-to-clone services (or anything else `Clone`), moved into the blocking task.
+async fn on_blocking_pool<S, T, F>(service: &S, f: F) -> Result<T, Status>
+where
+    S: Clone + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&S) -> T + Send + 'static,
+{
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(|e| Status::internal(format!("handler task: {e}")))
+}
+
 impl Runtime {
     pub fn new(sandboxes: SandboxService, stream: Arc<StreamServer>) -> Self {
         Runtime {
@@ -106,10 +121,11 @@ impl RuntimeService for Runtime {
         if req.pod_sandbox_id.is_empty() {
             return Err(CriError::InvalidArgument("pod sandbox id is empty".into()).into());
         }
-        Ok(Response::new(
-            self.sandboxes
-                .pod_sandbox_status(&req.pod_sandbox_id, req.verbose)?,
-        ))
+        let status = on_blocking_pool(&self.sandboxes, move |s| {
+            s.pod_sandbox_status(&req.pod_sandbox_id, req.verbose)
+        })
+        .await??;
+        Ok(Response::new(status))
     }
 
     #[tracing::instrument(name = "ListPodSandbox", level = "debug", skip_all)]
@@ -117,10 +133,12 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::ListPodSandboxRequest>,
     ) -> Reply<cri::ListPodSandboxResponse> {
-        let req = req.into_inner();
-        Ok(Response::new(cri::ListPodSandboxResponse {
-            items: self.sandboxes.list_pod_sandbox(req.filter.as_ref()),
-        }))
+        let filter = req.into_inner().filter;
+        let items = on_blocking_pool(&self.sandboxes, move |s| {
+            s.list_pod_sandbox(filter.as_ref())
+        })
+        .await?;
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
     #[tracing::instrument(name = "CreateContainer", skip_all, fields(pod = %req.get_ref().pod_sandbox_id, id = tracing::field::Empty))]
@@ -181,10 +199,12 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::ListContainersRequest>,
     ) -> Reply<cri::ListContainersResponse> {
-        let req = req.into_inner();
-        Ok(Response::new(cri::ListContainersResponse {
-            containers: self.containers.list_containers(req.filter.as_ref()),
-        }))
+        let filter = req.into_inner().filter;
+        let containers = on_blocking_pool(&self.containers, move |c| {
+            c.list_containers(filter.as_ref())
+        })
+        .await?;
+        Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
     #[tracing::instrument(name = "ContainerStatus", level = "debug", skip_all, fields(id = %req.get_ref().container_id))]
@@ -193,10 +213,11 @@ impl RuntimeService for Runtime {
         req: Request<cri::ContainerStatusRequest>,
     ) -> Reply<cri::ContainerStatusResponse> {
         let req = req.into_inner();
-        Ok(Response::new(
-            self.containers
-                .container_status(&req.container_id, req.verbose)?,
-        ))
+        let status = on_blocking_pool(&self.containers, move |c| {
+            c.container_status(&req.container_id, req.verbose)
+        })
+        .await??;
+        Ok(Response::new(status))
     }
 
     #[tracing::instrument(name = "UpdateContainerResources", skip_all, fields(id = %req.get_ref().container_id))]
@@ -264,9 +285,8 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        let stats = self
-            .containers
-            .container_stats(&req.into_inner().container_id)?;
+        let id = req.into_inner().container_id;
+        let stats = on_blocking_pool(&self.containers, move |c| c.container_stats(&id)).await??;
         Ok(Response::new(cri::ContainerStatsResponse {
             stats: Some(stats),
         }))
@@ -277,11 +297,10 @@ impl RuntimeService for Runtime {
         req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
         let filter = req.into_inner().filter;
-        let ctx = self.containers.clone();
-        // Walking writable layers touches the disk: keep it off the async workers.
-        let stats = tokio::task::spawn_blocking(move || ctx.list_container_stats(filter.as_ref()))
-            .await
-            .map_err(|e| Status::internal(format!("stats task: {e}")))?;
+        let stats = on_blocking_pool(&self.containers, move |c| {
+            c.list_container_stats(filter.as_ref())
+        })
+        .await?;
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
@@ -289,9 +308,8 @@ impl RuntimeService for Runtime {
         &self,
         req: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
-        let stats = self
-            .containers
-            .pod_sandbox_stats(&req.into_inner().pod_sandbox_id)?;
+        let id = req.into_inner().pod_sandbox_id;
+        let stats = on_blocking_pool(&self.containers, move |c| c.pod_sandbox_stats(&id)).await??;
         Ok(Response::new(cri::PodSandboxStatsResponse {
             stats: Some(stats),
         }))
@@ -302,11 +320,10 @@ impl RuntimeService for Runtime {
         req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
         let filter = req.into_inner().filter;
-        let ctx = self.containers.clone();
-        let stats =
-            tokio::task::spawn_blocking(move || ctx.list_pod_sandbox_stats(filter.as_ref()))
-                .await
-                .map_err(|e| Status::internal(format!("stats task: {e}")))?;
+        let stats = on_blocking_pool(&self.containers, move |c| {
+            c.list_pod_sandbox_stats(filter.as_ref())
+        })
+        .await?;
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
@@ -327,7 +344,8 @@ impl RuntimeService for Runtime {
     }
 
     async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
-        let network = match self.containers.cni.status() {
+        // Reads the CNI configuration directory.
+        let network = match on_blocking_pool(&self.containers, |c| c.cni.status()).await? {
             Ok(_) => cri::RuntimeCondition {
                 r#type: "NetworkReady".into(),
                 status: true,

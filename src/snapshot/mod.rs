@@ -9,6 +9,8 @@ pub(crate) mod skeleton;
 use std::path::PathBuf;
 
 pub(crate) use index::Snapshots;
+// Only the rootfs tests ask from outside `mount` (CreateContainer no longer reads mountinfo).
+#[cfg(test)]
 pub(crate) use mount::is_mountpoint;
 pub use mount::{mount_overlay, unmount};
 pub(crate) use rootfs::{RootfsDirs, prepare_rootfs, remove_rootfs};

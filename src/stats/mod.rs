@@ -2,7 +2,8 @@
 //! ListPodSandboxStats, read from the kernel: cgroup control files (v1, v2 or hybrid) for CPU,
 //! memory and pids, /proc/<pid>/net/dev for the pod's network, a du-like walk of the writable
 //! layer for disk. Pure readers with no state of their own except the CPU sampler, which
-//! remembers the previous sample to turn the kernel's cumulative counter into a rate.
+//! remembers the previous sample to turn the kernel's cumulative counter into a rate, and the
+//! usage cache, which keeps the last walk of each writable layer.
 
 mod cgroup;
 mod cpu;
@@ -14,10 +15,12 @@ mod layout;
 mod net;
 #[cfg(test)]
 mod tests;
+mod usage_cache;
 
 pub use cgroup::{CgroupStats, cgroup_stats, sum_cgroup_stats};
 pub use cpu::CpuSampler;
 pub use cri::{container_stats_cri, pod_stats_cri};
-pub use fs::dir_usage;
+pub use fs::{FsUsage, dir_usage};
 pub use layout::{CgroupLayout, Source};
 pub use net::pod_network_stats;
+pub use usage_cache::{USAGE_MAX_AGE, UsageCache};

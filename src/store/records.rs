@@ -19,6 +19,9 @@
 //! watcher) can then never lose each other's change, and a delete waits for a write in
 //! flight. Readers never wait for a write: they see the old version until the new one is on
 //! disk.
+//!
+//! The file work of every change runs through [`crate::util::blocking`], so handlers may call
+//! the store from async code without stalling a worker.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -175,13 +178,15 @@ impl<R: Record> RecordStore<R> {
                 .insert(record.name().to_string(), record.id().to_string());
         }
         let dir = self.dir_of(record.id());
-        let result = std::fs::create_dir_all(&dir)
-            .map_err(|source| StoreError::Io {
-                action: "creating",
-                path: dir.clone(),
-                source,
-            })
-            .and_then(|_| self.persist(&record));
+        let result = crate::util::blocking(|| {
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| StoreError::Io {
+                    action: "creating",
+                    path: dir.clone(),
+                    source,
+                })
+                .and_then(|_| self.persist(&record))
+        });
         let mut inner = self.inner.write().expect("store lock");
         match result {
             Ok(()) => {
@@ -191,8 +196,9 @@ impl<R: Record> RecordStore<R> {
                 Ok(())
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
                 inner.names.remove(record.name());
+                drop(inner);
+                let _ = crate::util::blocking(|| std::fs::remove_dir_all(&dir));
                 Err(e)
             }
         }
@@ -283,7 +289,7 @@ impl<R: Record> RecordStore<R> {
             .get(id)
             .ok_or_else(|| StoreError::NotFound(id.into()))?;
         change(&mut record).map_err(UpdateError::Refused)?;
-        self.persist(&record)?;
+        crate::util::blocking(|| self.persist(&record))?;
         let mut inner = self.inner.write().expect("store lock");
         match inner.records.get_mut(id) {
             Some(slot) => slot.record = record.clone(),
@@ -344,11 +350,13 @@ impl<R: Record> RecordStore<R> {
         let write = self.write_lock_of(id);
         let _writing = write.as_deref().map(hold);
         let dir = self.dir_of(id);
-        crate::util::remove_dir_all_if_exists(&dir).map_err(|source| StoreError::Io {
-            action: "removing",
-            path: dir,
-            source,
-        })?;
+        crate::util::blocking(|| crate::util::remove_dir_all_if_exists(&dir)).map_err(
+            |source| StoreError::Io {
+                action: "removing",
+                path: dir,
+                source,
+            },
+        )?;
         let mut inner = self.inner.write().expect("store lock");
         if let Some(slot) = inner.records.remove(id)
             && inner.names.get(slot.record.name()).map(String::as_str) == Some(id)

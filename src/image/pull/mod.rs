@@ -481,12 +481,12 @@ impl Puller {
         l: &Descriptor,
     ) -> Result<Option<u64>, PullError> {
         let content = self.inner.store.content();
-        if content.contains(&l.digest) {
+        if crate::util::blocking(|| content.contains(&l.digest)) {
             return Ok(None);
         }
         let _flight = self.inner.blobs.lock(&l.digest).await;
         // A concurrent pull may have fetched it while we waited.
-        if content.contains(&l.digest) {
+        if crate::util::blocking(|| content.contains(&l.digest)) {
             return Ok(None);
         }
         let n = fetch::fetch_blob(name, session, content, l).await?;
