@@ -33,6 +33,13 @@ impl ContentStore {
         &self.dir
     }
 
+    /// The directories whose entries come and go as blobs are written and removed (an ingest
+    /// file created, renamed into the blobs, a blob deleted): the ImageFsInfo memo watches
+    /// their mtimes (see `image::usage`).
+    pub fn entry_dirs(&self) -> [PathBuf; 2] {
+        [self.blobs_dir(), self.ingest_dir()]
+    }
+
     fn blobs_dir(&self) -> PathBuf {
         self.dir.join("blobs").join("sha256")
     }

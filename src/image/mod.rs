@@ -28,6 +28,7 @@ pub(crate) mod reference;
 pub(crate) mod registry;
 pub(crate) mod store;
 pub(crate) mod unpack;
+mod usage;
 
 use std::path::PathBuf;
 

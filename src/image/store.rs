@@ -54,6 +54,8 @@ struct Inner {
     leases: Arc<Leases>,
     unpacking: KeyedMutex,
     users: UseLocks,
+    /// The last ImageFsInfo walk (see [`super::usage`]).
+    usage: super::usage::UsageMemo<FsUsage>,
 }
 
 #[derive(Debug)]
@@ -98,11 +100,17 @@ impl ImageStore {
     /// [`gc`]: ImageStore::gc
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
         std::fs::create_dir_all(root).map_err(ImageError::io(root))?;
+        let content = ContentStore::open(&root.join("content"))?;
+        let snapshots = Snapshots::open(&root.join("snapshots"))?;
+        // A snapshot comes or goes as an entry of `snapshots` (tmp dir created, renamed to its
+        // number, index.json replaced, directory removed); a blob as one of the content dirs.
+        let mut watched = content.entry_dirs().to_vec();
+        watched.push(snapshots.dir().to_path_buf());
         let inner = Inner {
             root: root.to_path_buf(),
-            content: ContentStore::open(&root.join("content"))?,
+            content,
             records: RecordDir::open(&root.join("images"))?,
-            snapshots: Snapshots::open(&root.join("snapshots"))?,
+            snapshots,
             lock_path: root.join("lock"),
             gc_lock_path: root.join("gc.lock"),
             generation_path: root.join("images.gen"),
@@ -113,6 +121,7 @@ impl ImageStore {
             leases: Arc::default(),
             unpacking: KeyedMutex::default(),
             users: UseLocks::default(),
+            usage: super::usage::UsageMemo::new(watched, crate::stats::USAGE_MAX_AGE),
         };
         let store = ImageStore {
             inner: Arc::new(inner),
@@ -646,6 +655,12 @@ impl ImageStore {
             walk_usage(d, &mut seen, &mut usage)?;
         }
         Ok(usage)
+    }
+
+    /// [`fs_usage`](Self::fs_usage), from the last walk while no blob or snapshot came or
+    /// went (see [`super::usage`]).
+    pub fn fs_usage_cached(&self) -> Result<FsUsage, ImageError> {
+        self.inner.usage.get(|| self.fs_usage())
     }
 
     /// Import the built-in pause image unless it is present; it is pinned.

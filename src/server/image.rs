@@ -288,7 +288,7 @@ impl ImageService for Images {
         &self,
         _req: Request<cri::ImageFsInfoRequest>,
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
-        let usage = self.blocking(|store| store.fs_usage()).await?;
+        let usage = self.blocking(|store| store.fs_usage_cached()).await?;
         let fs = cri::FilesystemUsage {
             timestamp: crate::util::now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier {
