@@ -5,6 +5,7 @@ mod cri;
 mod daemon;
 mod exec;
 mod floor;
+mod idle;
 mod podcgroup;
 mod procs;
 mod report;
@@ -116,6 +117,12 @@ struct SuiteArgs {
     exec_streams: usize,
     #[arg(long, default_value_t = 100 << 20)]
     exec_bytes: u64,
+    /// Containers running while idle CPU is measured (0 skips the scenario).
+    #[arg(long, default_value_t = 50)]
+    idle_containers: usize,
+    /// Length of the idle-CPU window, seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_seconds: u64,
     #[arg(long)]
     out: PathBuf,
     /// The daemon command line.
@@ -161,6 +168,8 @@ async fn run_suite(a: SuiteArgs) -> Result<()> {
         exec_rounds: a.exec_rounds,
         exec_streams: a.exec_streams,
         exec_bytes: a.exec_bytes,
+        idle_containers: a.idle_containers,
+        idle_window: std::time::Duration::from_secs(a.idle_seconds),
     };
     let result = suite::run(&cfg).await?;
     write_json(&a.out, &result)

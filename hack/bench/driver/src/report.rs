@@ -156,6 +156,34 @@ fn daemon_delta_per_pod(s: &SuiteResult) -> Option<Spread> {
     Spread::of(&v)
 }
 
+/// Idle CPU per minute of wall time of the daemon and of its helpers, with the container count
+/// in the name (both runtimes run the same number). Names stay within the table's name column.
+fn idle_cpu_metrics(crius: &SuiteResult, containerd: &SuiteResult) -> Vec<Metric> {
+    let n = crius
+        .idle_cpu
+        .as_ref()
+        .or(containerd.idle_cpu.as_ref())
+        .map_or(0, |i| i.containers);
+    let per_minute = |s: &SuiteResult, f: fn(&crate::idle::IdleCpu) -> f64| {
+        let i = s.idle_cpu.as_ref().filter(|i| i.seconds > 0.0)?;
+        Spread::of(&[f(i) * 60.0 / i.seconds])
+    };
+    vec![
+        metric(
+            &format!("Idle daemon CPU/min, {n} containers"),
+            "ms",
+            per_minute(crius, |i| i.daemon_cpu_ms),
+            per_minute(containerd, |i| i.daemon_cpu_ms),
+        ),
+        metric(
+            &format!("Idle helper CPU/min, {n} containers"),
+            "ms",
+            per_minute(crius, |i| i.helpers_cpu_ms),
+            per_minute(containerd, |i| i.helpers_cpu_ms),
+        ),
+    ]
+}
+
 pub fn build(crius: &SuiteResult, containerd: &SuiteResult, floor: Option<Percentiles>) -> Report {
     let mut metrics: Vec<Metric> = per_run_metrics()
         .into_iter()
@@ -190,6 +218,7 @@ pub fn build(crius: &SuiteResult, containerd: &SuiteResult, floor: Option<Percen
         Spread::of(&[crius.first_start_ms]).filter(|s| s.median > 0.0),
         Spread::of(&[containerd.first_start_ms]).filter(|s| s.median > 0.0),
     ));
+    metrics.extend(idle_cpu_metrics(crius, containerd));
     let budgets = budgets(&metrics, floor);
     Report {
         metrics,
@@ -499,6 +528,32 @@ mod tests {
         assert_eq!(status_of(&r, "Exec stdout"), "MISS");
         let r = build(&with_exec(10.0, &[200.0]), &SuiteResult::default(), None);
         assert_eq!(status_of(&r, "Exec round trip"), "n/a");
+    }
+
+    #[test]
+    fn idle_cpu_is_per_minute_and_named_by_its_containers() {
+        let idle = |daemon_cpu_ms, helpers_cpu_ms| crate::idle::IdleCpu {
+            containers: 50,
+            seconds: 30.0,
+            daemon_cpu_ms,
+            helpers_cpu_ms,
+            helpers: 100,
+        };
+        let mut c = suite(10.0, 1, 1.0);
+        c.idle_cpu = Some(idle(10.0, 40.0));
+        let mut d = suite(10.0, 1, 1.0);
+        d.idle_cpu = Some(idle(100.0, 40.0));
+        let r = build(&c, &d, None);
+        let daemon = find(&r.metrics, "Idle daemon CPU/min, 50 containers").unwrap();
+        assert_eq!(daemon.crius.unwrap().median, 20.0);
+        assert_eq!(daemon.ratio, Some(0.1));
+        let helpers = find(&r.metrics, "Idle helper CPU/min, 50 containers").unwrap();
+        assert_eq!(helpers.crius.unwrap().median, 80.0);
+        assert_eq!(helpers.ratio, Some(1.0));
+        // Not measured on one side (--only, --idle 0): that cell and the ratio are n/a.
+        let r = build(&suite(10.0, 1, 1.0), &d, None);
+        let daemon = find(&r.metrics, "Idle daemon CPU/min, 50 containers").unwrap();
+        assert_eq!((daemon.crius, daemon.ratio), (None, None));
     }
 
     #[test]

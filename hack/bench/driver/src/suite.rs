@@ -37,6 +37,9 @@ pub struct SuiteConfig {
     pub exec_rounds: usize,
     pub exec_streams: usize,
     pub exec_bytes: u64,
+    /// Running containers during the idle-CPU window (0: not measured).
+    pub idle_containers: usize,
+    pub idle_window: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -69,6 +72,8 @@ pub struct SuiteResult {
     pub containers_supported: bool,
     pub runs: Vec<Run>,
     pub cold_start_ms: Vec<f64>,
+    /// CPU over a quiet window with containers running (once, after the runs).
+    pub idle_cpu: Option<crate::idle::IdleCpu>,
     /// Why a number is missing ("n/a"), one line per scenario and run.
     pub notes: Vec<String>,
 }
@@ -221,6 +226,26 @@ async fn measure(
             run.image = settle(res, cri, &tag, &format!("run {i} image pull"), r).await;
         }
         res.runs.push(run);
+    }
+
+    if cfg.idle_containers > 0 && res.containers_supported {
+        tracing_line(&format!(
+            "{}: idle CPU, {} containers, {:?}",
+            cfg.name, cfg.idle_containers, cfg.idle_window
+        ));
+        let helpers = (cfg.daemon.marker.as_str(), cfg.helper_tokens.as_slice());
+        let (r, pods) = crate::idle::measure(
+            cri,
+            tpl,
+            daemon.pid(),
+            helpers,
+            cfg.idle_containers,
+            cfg.idle_window,
+        )
+        .await;
+        res.idle_cpu = settle(res, cri, &tag, "idle CPU", r).await;
+        let r = scenarios::teardown_all(cri, tpl, pods).await;
+        settle(res, cri, &tag, "idle CPU teardown", r).await;
     }
 
     for i in 0..cfg.cold_starts {
