@@ -83,16 +83,7 @@ impl RegistryError {
         what: impl Into<String>,
         err: &(dyn std::error::Error + 'static),
     ) -> RegistryError {
-        let mut detail = err.to_string();
-        let mut source = err.source();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if !detail.contains(&text) {
-                detail.push_str(": ");
-                detail.push_str(&text);
-            }
-            source = s.source();
-        }
+        let mut detail = crate::error::cause_chain(err);
         // rustls reading an HTTP reply as a TLS record: say what is most likely going on.
         if endpoint.scheme == Scheme::Https
             && (detail.contains("InvalidContentType") || detail.contains("corrupt message"))
