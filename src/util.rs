@@ -85,6 +85,13 @@ pub fn overwrite_in_place(path: &Path, data: &[u8], durable: bool) -> std::io::R
     Ok(())
 }
 
+/// The fields of a /proc/PID/stat line from field 3 (state) on. The command name (field 2)
+/// may hold spaces and parentheses, so counting starts after its last ')'.
+pub fn proc_stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace())
+}
+
 /// The environment variable naming a [`failpoint`] to hang at.
 pub const FAILPOINT_ENV: &str = "CRIUS_FAILPOINT";
 

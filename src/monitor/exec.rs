@@ -487,11 +487,9 @@ fn session_members(sid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The session id from /proc/PID/stat ("pid (comm) state ppid pgrp session ..."); comm may
-/// contain spaces and parentheses, so fields are counted after the last ')'.
+/// The session id from /proc/PID/stat ("pid (comm) state ppid pgrp session ...").
 fn stat_session(stat: &str) -> Option<i32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(3)?.parse().ok()
+    crate::util::proc_stat_fields(stat)?.nth(3)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -51,10 +51,8 @@ fn argv_area() -> Option<(usize, usize)> {
 }
 
 fn parse_argv_area(stat: &str) -> Option<(usize, usize)> {
-    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3; arg_start is field 48, arg_end field 49.
+    let fields: Vec<&str> = crate::util::proc_stat_fields(stat)?.collect();
+    // fields start at field 3; arg_start is field 48, arg_end field 49.
     let start = fields.get(48 - 3)?.parse().ok()?;
     let end = fields.get(49 - 3)?.parse().ok()?;
     Some((start, end))

@@ -702,8 +702,7 @@ impl MonitorClient {
     fn live_monitor_pid(&self) -> Option<i32> {
         let pid = self.monitor_pid()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The state follows the command, which may hold spaces and parentheses.
-        let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+        let state = crate::util::proc_stat_fields(&stat)?.next()?;
         (!matches!(state, "Z" | "X")).then_some(pid)
     }
 }
