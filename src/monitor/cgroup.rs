@@ -250,9 +250,11 @@ impl OomCount {
     /// (`None` when its cgroup is gone). While the container's cgroup exists, every rise of the
     /// parent's count it does not share is a sibling's, and moves the parent baseline.
     fn observe(&mut self, parent: Option<u64>, own: Option<u64>) {
-        let Some(own) = own else { return };
-        self.own = Some(self.own.map_or(own, |s| s.max(own)));
-        self.parent = parent;
+        if own.is_some() {
+            // None < Some: the highest reading, or the first.
+            self.own = self.own.max(own);
+            self.parent = parent;
+        }
     }
 
     /// The container's count: its own when it was read at last; once its cgroup is gone, its
@@ -261,8 +263,8 @@ impl OomCount {
     /// A sibling killed in the same instant as this container's cgroup went can be counted
     /// here: the price of not losing this container's own kills.
     fn total(&self, parent_now: Option<u64>, own_now: Option<u64>) -> Option<u64> {
-        if let Some(own) = own_now {
-            return Some(self.own.map_or(own, |s| s.max(own)));
+        if own_now.is_some() {
+            return self.own.max(own_now);
         }
         match (self.parent, parent_now) {
             (Some(before), Some(now)) if now > before => {
@@ -353,7 +355,7 @@ impl MemoryCgroup {
     /// How many processes the kernel's OOM killer killed in this cgroup: read now, or, if the
     /// cgroup is gone, what was seen plus what its parent counted since; `None` if never known
     /// (a kernel without the counter).
-    pub fn oom_kills(&mut self) -> Option<u64> {
+    pub fn oom_kills(&self) -> Option<u64> {
         self.drain_events();
         let (parent, own) = self.read();
         self.count.total(parent, own)

@@ -483,8 +483,8 @@ impl Monitor {
             return;
         };
         // Read before the cgroup is deleted with the container.
-        let memory = self.container.memory.as_mut();
-        let memory_dir = memory.as_ref().map(|m| m.dir().to_path_buf());
+        let memory = self.container.memory.as_ref();
+        let memory_dir = memory.map(|m| m.dir().to_path_buf());
         let oom_kills = memory.and_then(MemoryCgroup::oom_kills);
         let oom_killed = oom_kills.is_some_and(|n| n > 0);
         tracing::info!(id = %self.id, exit_code, ?signal, oom_killed, ?oom_kills, ?memory_dir, "container exited");
