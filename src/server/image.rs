@@ -46,10 +46,8 @@ impl Images {
         T: Send + 'static,
         F: FnOnce(&crate::image::ImageStore) -> Result<T, ImageError> + Send + 'static,
     {
-        let store = self.ctx.images.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Status::internal(format!("image task: {e}")))?
+        super::on_blocking_pool(&self.ctx.images, f)
+            .await?
             .map_err(|e| image_status(e).into())
     }
 }

@@ -227,3 +227,19 @@ async fn shutdown_signal() {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 }
+
+/// Runs a handler body that reads files (exit records of the containers it refreshes, cgroup
+/// files, writable layers, the image store) on the blocking pool, off the async workers.
+/// `service` is one of the cheap-to-clone services (or anything else `Clone`), moved into the
+/// blocking task. Private here, so the handler modules below share it.
+async fn on_blocking_pool<S, T, F>(service: &S, f: F) -> Result<T, tonic::Status>
+where
+    S: Clone + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(&S) -> T + Send + 'static,
+{
+    let service = service.clone();
+    tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(|e| tonic::Status::internal(format!("handler task: {e}")))
+}

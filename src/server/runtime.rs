@@ -1,5 +1,6 @@
 //! CRI RuntimeService adapter.
 
+use super::on_blocking_pool;
 use crate::container::ContainerService;
 use crate::error::CriError;
 use crate::sandbox::SandboxService;
@@ -17,21 +18,6 @@ pub struct Runtime {
     sandboxes: SandboxService,
     containers: ContainerService,
     stream: Arc<StreamServer>,
-}
-
-/// Runs a handler body that reads files (exit records of the containers it refreshes, cgroup
-/// files, writable layers) on the blocking pool, off the async workers. `service` is one of the
-/// cheap-to-clone services (or anything else `Clone`), moved into the blocking task.
-async fn on_blocking_pool<S, T, F>(service: &S, f: F) -> Result<T, Status>
-where
-    S: Clone + Send + 'static,
-    T: Send + 'static,
-    F: FnOnce(&S) -> T + Send + 'static,
-{
-    let service = service.clone();
-    tokio::task::spawn_blocking(move || f(&service))
-        .await
-        .map_err(|e| Status::internal(format!("handler task: {e}")))
 }
 
 impl Runtime {
